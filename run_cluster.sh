@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
+#
+#   ./run_cluster.sh [ROLE] [-n NODES] [--keep] [-- ROLE ARGS...]
+#
+# ROLE defaults to gossip, NODES to 4; gossip's arguments default to --send-for 3 --wait-for 2.
+# The peers file, each node's stdout (node-N.out) and stderr (node-N.err) go to a fresh run
+# folder under ./run/ (printed at the end). Exit status: 0 if all nodes printed the same result,
+# 1 if they did not, 2 on bad usage. Only the processes this script started are stopped, by PID,
+# on exit and on Ctrl-C.
+set -euo pipefail
+
+usage() {
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  exit "${1:-2}"
+}
+
+role=gossip
+nodes=4
+role_args=()
+if [[ $# -gt 0 && $1 != -* ]]; then
+  role=$1
+  shift
+fi
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -n) [[ $# -ge 2 ]] || usage; nodes=$2; shift 2 ;;
+    --help) usage 0 ;;
+    --) shift; role_args=("$@"); break ;;
+    *) echo "run_cluster.sh: unknown option $1" >&2; usage ;;
+  esac
+done
+[[ $nodes =~ ^[0-9]+$ && $nodes -ge 1 && $nodes -le 256 ]] || {
+  echo "run_cluster.sh: -n must be 1..256" >&2
+  exit 2
+}
+case $role in
+  gossip) [[ ${#role_args[@]} -gt 0 ]] || role_args=(--send-for 3 --wait-for 2) ;;
+  *) echo "run_cluster.sh: unknown role $role (gossip)" >&2; exit 2 ;;
+esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+binary=${POLLEN_BIN:-$here/target/release/pollen}
+if [[ -z ${POLLEN_BIN:-} ]]; then
+  (cd "$here" && cargo build --release --quiet)
+fi
+
+run_dir=$here/run/$role-$(date +%Y%m%d-%H%M%S)-$$
+mkdir -p "$run_dir"
+peers=$run_dir/peers.txt
+"$binary" ports "$nodes" | sed 's/^/127.0.0.1:/' >"$peers"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+index=0
+while read -r address; do
+  port=${address##*:}
+  "$binary" "$role" -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}" \
+    >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
+  pids+=($!)
+  index=$((index + 1))
+done <"$peers"
+
+failed=0
+for index in "${!pids[@]}"; do
+  if ! wait "${pids[$index]}"; then
+    echo "node $index exited with an error; see $run_dir/node-$index.err" >&2
+    failed=1
+  fi
+done
+pids=()
+
+for index in $(seq 0 $((nodes - 1))); do
+  printf 'node %d: %s\n' "$index" "$(cat "$run_dir/node-$index.out")"
+done
+distinct=$(cat "$run_dir"/node-*.out | sort -u | wc -l)
+echo "logs: $run_dir"
+if [[ $failed -eq 0 && $distinct -eq 1 ]]; then
+  echo "AGREE: all $nodes nodes printed $(cat "$run_dir/node-0.out")"
+else
+  echo "DISAGREE: $distinct distinct results"
+  exit 1
+fi

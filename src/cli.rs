@@ -1,0 +1,229 @@
+//! Command line: `pollen SUBCOMMAND [OPTIONS]`. Parses with getopts, builds a role and a driver,
+//! runs it. Bad input gets one line on stderr and exit status 2; a runtime failure (cannot
+//! listen, ...) gets one line and status 1.
+
+use std::net::TcpListener;
+
+use getopts::{Matches, Options};
+
+use crate::net::{self, Driver};
+use crate::node::Micros;
+use crate::roles::gossip::{self, Gossip};
+use crate::{info, log, peers};
+
+const USAGE: &str = "\
+usage: pollen SUBCOMMAND [OPTIONS]
+
+subcommands:
+  gossip    broadcast seeded random numbers to all peers; all print the same (count, checksum)
+  ports N   print N free TCP ports on 127.0.0.1 (for scripts)
+
+`pollen SUBCOMMAND --help` describes each.";
+
+enum Exit {
+    /// Bad usage: one line on stderr, status 2.
+    Usage(String),
+    /// `--help`: text on stdout, status 0.
+    Help(String),
+    /// Could not run: one line on stderr, status 1.
+    Failure(String),
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let command = args.get(1).map(String::as_str);
+    let rest = args.get(2..).unwrap_or(&[]);
+    let result = match command {
+        Some("gossip") => run_gossip(rest),
+        Some("ports") => run_ports(rest),
+        Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
+        Some(other) => Err(Exit::Usage(format!(
+            "unknown subcommand {other:?} (try --help)"
+        ))),
+        None => Err(Exit::Usage("missing subcommand (try --help)".to_string())),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(Exit::Help(text)) => {
+            println!("{text}");
+            0
+        }
+        Err(Exit::Usage(message)) => {
+            eprintln!("pollen: error: {message}");
+            2
+        }
+        Err(Exit::Failure(message)) => {
+            eprintln!("pollen: {message}");
+            1
+        }
+    }
+}
+
+fn parse(options: &Options, args: &[String], brief: &str) -> Result<Matches, Exit> {
+    let matches = options
+        .parse(args)
+        .map_err(|error| Exit::Usage(error.to_string()))?;
+    if matches.opt_present("help") {
+        return Err(Exit::Help(options.usage(brief)));
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(Exit::Usage(format!("unexpected argument {extra:?}")));
+    }
+    log::set_level(if matches.opt_present("v") {
+        log::LEVEL_DEBUG
+    } else if matches.opt_present("q") {
+        log::LEVEL_QUIET
+    } else {
+        log::LEVEL_INFO
+    });
+    Ok(matches)
+}
+
+fn common_options(options: &mut Options) {
+    options.optflag("", "help", "print this help");
+    options.optflag("v", "verbose", "debug logging on stderr");
+    options.optflag("q", "quiet", "no logging on stderr");
+}
+
+fn number<T: std::str::FromStr>(matches: &Matches, name: &str, default: T) -> Result<T, Exit> {
+    match matches.opt_str(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|_| Exit::Usage(format!("--{name}: {text:?} is not a valid number"))),
+    }
+}
+
+/// Seconds (fractions allowed) as microseconds.
+fn seconds(matches: &Matches, name: &str) -> Result<Micros, Exit> {
+    let text = matches
+        .opt_str(name)
+        .ok_or_else(|| Exit::Usage(format!("--{name} is required")))?;
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && (0.0..=1e6).contains(&value) => {
+            Ok((value * 1e6).round() as Micros)
+        }
+        _ => Err(Exit::Usage(format!(
+            "--{name}: {text:?} is not a number of seconds"
+        ))),
+    }
+}
+
+fn run_gossip(args: &[String]) -> Result<(), Exit> {
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt("h", "host", "this node's host (default 127.0.0.1)", "HOST");
+    options.optopt("p", "port", "this node's port (default 3000)", "PORT");
+    options.optopt(
+        "",
+        "peer-config-file",
+        "peers file (default peers.json)",
+        "FILE",
+    );
+    options.optopt("", "send-for", "seconds to send (required)", "SECS");
+    options.optopt(
+        "",
+        "wait-for",
+        "seconds to settle after sending (required)",
+        "SECS",
+    );
+    options.optopt(
+        "",
+        "with-seed",
+        "seed of the random streams (default 0)",
+        "N",
+    );
+    options.optopt(
+        "",
+        "tick-duration",
+        "state exchange period in ms (default 10)",
+        "MS",
+    );
+    options.optopt(
+        "",
+        "cluster",
+        "cluster name in the handshake (default pollen-gossip)",
+        "NAME",
+    );
+    let brief = "usage: pollen gossip [-h HOST] [-p PORT] [--peer-config-file FILE] \
+                 --send-for SECS --wait-for SECS [--with-seed N] [--tick-duration MS] [-v]";
+    let matches = parse(&options, args, brief)?;
+    let host = matches
+        .opt_str("h")
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    let port: u16 = number(&matches, "p", 3000)?;
+    let peers_path = matches
+        .opt_str("peer-config-file")
+        .unwrap_or("peers.json".to_string());
+    let send_for_us = seconds(&matches, "send-for")?;
+    let wait_for_us = seconds(&matches, "wait-for")?;
+    let seed: u64 = number(&matches, "with-seed", 0)?;
+    let tick_ms: u64 = number(&matches, "tick-duration", 10)?;
+    if !(1..=10_000).contains(&tick_ms) {
+        return Err(Exit::Usage(
+            "--tick-duration must be 1..=10000 ms".to_string(),
+        ));
+    }
+    let cluster = matches
+        .opt_str("cluster")
+        .unwrap_or("pollen-gossip".to_string());
+    if cluster.len() > crate::wire::CLUSTER_NAME_BYTES_MAX {
+        return Err(Exit::Usage("--cluster: name too long".to_string()));
+    }
+    let addresses = peers::load(&peers_path).map_err(Exit::Usage)?;
+    let node = peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?;
+    let config = gossip::Config {
+        nodes: addresses.len(),
+        seed,
+        send_for_us,
+        wait_for_us,
+        tick_us: tick_ms * 1000,
+    };
+    let address = addresses[node];
+    let role = Gossip::new(config, node);
+    let driver = Driver::new(
+        net::Config {
+            node,
+            addresses,
+            cluster,
+        },
+        role,
+    )
+    .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
+    info!("node {node}: listening on {address}");
+    let (role, stats) = driver
+        .run()
+        .map_err(|error| Exit::Failure(error.to_string()))?;
+    info!(
+        "node {node}: {} bytes in, {} bytes out, {} frames in, {} frames out",
+        stats.bytes_in, stats.bytes_out, stats.frames_in, stats.frames_out
+    );
+    match role.result {
+        Some(_) => Ok(()),
+        None => Err(Exit::Failure("stopped without a result".to_string())),
+    }
+}
+
+fn run_ports(args: &[String]) -> Result<(), Exit> {
+    let count: usize = match args {
+        [count] => count
+            .parse()
+            .map_err(|_| Exit::Usage(format!("ports: bad count {count:?}")))?,
+        _ => return Err(Exit::Usage("usage: pollen ports N".to_string())),
+    };
+    if count == 0 || count > 1000 {
+        return Err(Exit::Usage("ports: N must be 1..=1000".to_string()));
+    }
+    // Hold all listeners until every port is known, so the N ports are distinct.
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| Exit::Failure(format!("cannot bind: {error}")))?;
+    for listener in &listeners {
+        let port = listener
+            .local_addr()
+            .map_err(|e| Exit::Failure(e.to_string()))?
+            .port();
+        println!("{port}");
+    }
+    Ok(())
+}

@@ -1,0 +1,720 @@
+//! gossip: every node broadcasts a seeded stream of numbers in (0, 1] to all others for
+//! `send_for`, then all nodes settle on one set of messages and print `(COUNT, CHECKSUM)`,
+//! CHECKSUM = Σ i·m_i over all messages in one total order (chatterbox, the CH/OTP test task).
+//!
+//! # Algorithm
+//! - **Streams.** Node `o` produces stream `o`: values from Xoshiro256++ seeded with the run's
+//!   seed and jumped `o` times (disjoint streams), generated in batches of `BATCH_VALUES` that
+//!   share one send timestamp (µs since the Unix epoch, strictly increasing per origin).
+//! - **Order.** Messages are ordered by (timestamp, origin, seq): a total order consistent with
+//!   every sender's send order, and one every node computes alike.
+//! - **Transport.** Every node keeps, per origin, the stream's contiguous prefix `[0, have)` it
+//!   has received, and accepts a batch only where it continues that prefix (duplicates and gaps
+//!   are dropped). The origin pushes its stream to each peer from a per-peer cursor, as fast as
+//!   that peer's out buffer drains; generation pauses when no peer can take more, or when any
+//!   connected peer lags by more than `LAG_MAX` messages (bounded memory, real backpressure).
+//! - **State.** Every `tick` each node sends each peer its `GossipState`: per origin `have`,
+//!   the announced final length `fin`, and whether it is connected to that origin. This is the
+//!   acknowledgement (what may be forgotten), the watermark, and how `fin` spreads.
+//! - **Relay.** Node `r` forwards origin `o`'s stream to peer `p` when `p` reports no connection
+//!   to `o` and `r` is the lowest-numbered node `p` is connected to that has more of `o` than
+//!   `p` (so one relayer acts), or when `p` keeps reporting yet its `have` of `o` has not moved
+//!   for `RELAY_STALE_TICKS` while `r` has more (anyone helps). Relays start at `p`'s `have`.
+//! - **Fold.** A batch is folded into the running `Checksum` once its place in the order is
+//!   final: every other origin has either closed (`have == fin`) or sent something later. Folded
+//!   messages are dropped once every peer has acknowledged them, so memory holds only what is
+//!   in flight, unacknowledged, or not yet ordered.
+//! - **End.** At `send_for` a node stops generating and announces `fin = have`. A node prints as
+//!   soon as it holds every stream up to its `fin` and every peer has reported the same; it
+//!   broadcasts its state first, so peers learn it is complete. Otherwise it prints at its
+//!   deadline (`send_for + wait_for - margin`) with everything it holds, and warns.
+//!
+//! # Faults
+//! - A dropped connection is redialled by the driver; on `on_peer_up` the origin resends from
+//!   the peer's last acknowledged `have`, duplicates are dropped.
+//! - A broken link A–B while both reach C: C relays A's stream to B and B's to A.
+//! - A node that dies never announces `fin`: the survivors relay its stream among themselves
+//!   until they hold the same prefix (the longest any of them got), and print at the deadline.
+//! - A paused node (SIGSTOP) stops draining; its peers keep generating up to `LAG_MAX` ahead of
+//!   it and resume pushing when it wakes.
+//! - Not handled: a node restarted mid-run starts its stream again from seq 0 with new
+//!   timestamps; peers drop it as duplicates, so it cannot rejoin. Byzantine peers are out of
+//!   scope (a peer may lie in its state; input is validated only for shape and bounds).
+
+use std::collections::VecDeque;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+
+use crate::node::{Io, Micros, NodeId, Role, Timer};
+use crate::roles::checksum::Checksum;
+use crate::wire::{
+    FIN_UNKNOWN, GOSSIP_BATCH_VALUES_MAX, GossipBatch, GossipState, HEADER_LEN, Items, Message,
+    ORIGIN_CONNECTED, OriginState,
+};
+use crate::{debug, info};
+
+/// Values generated per batch (one timestamp).
+pub const BATCH_VALUES: usize = 1024;
+/// A connected peer may lag the head of our stream by at most this many messages.
+const LAG_MAX: u64 = 1 << 22;
+/// Ticks without progress after which any node relays to a lagging peer.
+const RELAY_STALE_TICKS: u64 = 5;
+/// Do not start a batch frame with less room than this many values.
+const PUSH_VALUES_MIN: usize = 64;
+const BATCH_OVERHEAD_BYTES: usize = HEADER_LEN + 18;
+
+const TIMER_TICK: Timer = Timer(1);
+const TIMER_SEND_END: Timer = Timer(2);
+const TIMER_DEADLINE: Timer = Timer(3);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub nodes: usize,
+    pub seed: u64,
+    pub send_for_us: Micros,
+    pub wait_for_us: Micros,
+    pub tick_us: Micros,
+}
+
+impl Config {
+    /// When a node gives up waiting and prints what it has: before `send_for + wait_for`, with a
+    /// margin for flushing and exiting.
+    pub fn deadline_us(&self) -> Micros {
+        let margin = (self.wait_for_us / 8).min(250_000);
+        self.send_for_us + self.wait_for_us - margin
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Send,
+    Settle,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Batch {
+    timestamp_us: u64,
+    first_seq: u64,
+    count: u64,
+}
+
+impl Batch {
+    fn end(&self) -> u64 {
+        self.first_seq + self.count
+    }
+}
+
+/// What this node holds of one origin's stream.
+#[derive(Default)]
+struct Stream {
+    /// Values `[base, have)`; `values[0]` is seq `base`.
+    values: VecDeque<u32>,
+    /// Covers `[base, have)` (its first batch may start before `base`).
+    batches: VecDeque<Batch>,
+    base: u64,
+    have: u64,
+    fin: Option<u64>,
+    /// Messages `[0, folded)` are in the checksum.
+    folded: u64,
+    latest_timestamp_us: Option<u64>,
+}
+
+impl Stream {
+    fn closed(&self) -> bool {
+        self.fin == Some(self.have)
+    }
+
+    fn batch_at(&self, seq: u64) -> &Batch {
+        let index = self.batches.partition_point(|batch| batch.end() <= seq);
+        &self.batches[index]
+    }
+
+    /// Up to `count` values from `seq` on, as one contiguous slice.
+    fn slice(&self, seq: u64, count: usize) -> &[u32] {
+        let offset = (seq - self.base) as usize;
+        let (front, back) = self.values.as_slices();
+        if offset < front.len() {
+            &front[offset..front.len().min(offset + count)]
+        } else {
+            let offset = offset - front.len();
+            &back[offset..back.len().min(offset + count)]
+        }
+    }
+
+    fn push(&mut self, timestamp_us: u64, values: impl Iterator<Item = u32>) {
+        let first_seq = self.have;
+        self.values.extend(values);
+        let count = self.base + self.values.len() as u64 - first_seq;
+        match self.batches.back_mut() {
+            Some(last) if last.timestamp_us == timestamp_us => last.count += count,
+            _ => self.batches.push_back(Batch {
+                timestamp_us,
+                first_seq,
+                count,
+            }),
+        }
+        self.have += count;
+        self.latest_timestamp_us = Some(timestamp_us);
+    }
+
+    /// Forgets values before `seq` (folded and acknowledged by everyone who needs them).
+    fn trim(&mut self, seq: u64) {
+        if seq <= self.base {
+            return;
+        }
+        assert!(seq <= self.folded && seq <= self.have);
+        self.values.drain(..(seq - self.base) as usize);
+        self.base = seq;
+        while self.batches.front().is_some_and(|batch| batch.end() <= seq) {
+            self.batches.pop_front();
+        }
+    }
+}
+
+/// What this node knows of one peer.
+struct PeerView {
+    up: bool,
+    /// The peer's last `GossipState`, per origin.
+    reported: Vec<OriginState>,
+    reported_at_us: Micros,
+    /// Per origin: when the peer's `have` last advanced.
+    progress_at_us: Vec<Micros>,
+    /// Per origin: next seq to push to this peer.
+    cursor: Vec<u64>,
+    /// Per origin (other than ours and the peer's): we are relaying it to this peer.
+    relaying: Vec<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub generated: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub relayed: u64,
+}
+
+pub struct Gossip {
+    config: Config,
+    node: NodeId,
+    rng: Xoshiro256PlusPlus,
+    phase: Phase,
+    started_us: Micros,
+    last_timestamp_us: u64,
+    streams: Vec<Stream>,
+    peers: Vec<PeerView>,
+    checksum: Checksum,
+    /// Scratch for encoding our state; sized once.
+    state: Vec<OriginState>,
+    announced_complete: bool,
+    pub stats: Stats,
+    /// The printed result and whether every stream was complete when it was printed.
+    pub result: Option<(Checksum, bool)>,
+}
+
+impl Gossip {
+    pub fn new(config: Config, node: NodeId) -> Gossip {
+        assert!(node < config.nodes);
+        let nodes = config.nodes;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        for _ in 0..node {
+            rng.jump();
+        }
+        let peers = (0..nodes)
+            .map(|_| PeerView {
+                up: false,
+                reported: vec![
+                    OriginState {
+                        have: 0,
+                        fin: FIN_UNKNOWN,
+                        flags: 0
+                    };
+                    nodes
+                ],
+                reported_at_us: 0,
+                progress_at_us: vec![0; nodes],
+                cursor: vec![0; nodes],
+                relaying: vec![false; nodes],
+            })
+            .collect();
+        Gossip {
+            node,
+            rng,
+            phase: Phase::Send,
+            started_us: 0,
+            last_timestamp_us: 0,
+            streams: (0..nodes).map(|_| Stream::default()).collect(),
+            peers,
+            checksum: Checksum::default(),
+            state: vec![OriginState::default(); nodes],
+            announced_complete: false,
+            stats: Stats::default(),
+            result: None,
+            config,
+        }
+    }
+
+    fn nodes(&self) -> usize {
+        self.config.nodes
+    }
+
+    fn others(&self) -> impl Iterator<Item = NodeId> + use<> {
+        let node = self.node;
+        (0..self.config.nodes).filter(move |&other| other != node)
+    }
+
+    // ----- sending -----
+
+    /// Pushes pending data to every peer with room, generating more while a peer can take it.
+    fn pump(&mut self, io: &mut impl Io) {
+        loop {
+            for peer in self.others() {
+                if self.peers[peer].up {
+                    self.push_peer(io, peer);
+                }
+            }
+            if !self.may_generate() {
+                return;
+            }
+            self.generate(io.now());
+        }
+    }
+
+    fn may_generate(&self) -> bool {
+        if self.phase != Phase::Send {
+            return false;
+        }
+        let have = self.streams[self.node].have;
+        let mut caught_up = false;
+        for peer in self.others().filter(|&peer| self.peers[peer].up) {
+            let lag = have.saturating_sub(self.peers[peer].cursor[self.node]);
+            if lag > LAG_MAX {
+                return false;
+            }
+            caught_up |= lag == 0;
+        }
+        caught_up
+    }
+
+    fn generate(&mut self, now_us: Micros) {
+        let timestamp_us = now_us.max(self.last_timestamp_us + 1);
+        self.last_timestamp_us = timestamp_us;
+        let rng = &mut self.rng;
+        let values = (0..BATCH_VALUES).map(|_| rng.next_u32());
+        self.streams[self.node].push(timestamp_us, values);
+        self.stats.generated += BATCH_VALUES as u64;
+    }
+
+    fn push_peer(&mut self, io: &mut impl Io, peer: NodeId) {
+        loop {
+            let space = io.send_space(peer);
+            if space < BATCH_OVERHEAD_BYTES + 4 * PUSH_VALUES_MIN {
+                return;
+            }
+            let Some(origin) = self.next_origin_for(peer) else {
+                return;
+            };
+            let values_max = ((space - BATCH_OVERHEAD_BYTES) / 4).min(GOSSIP_BATCH_VALUES_MAX);
+            if !self.push_chunk(io, peer, origin, values_max) {
+                return;
+            }
+        }
+    }
+
+    /// Our own stream first, then the streams we relay to this peer, in origin order.
+    fn next_origin_for(&self, peer: NodeId) -> Option<NodeId> {
+        let view = &self.peers[peer];
+        let pending = |origin: NodeId| view.cursor[origin] < self.streams[origin].have;
+        if pending(self.node) {
+            return Some(self.node);
+        }
+        (0..self.nodes()).find(|&origin| view.relaying[origin] && pending(origin))
+    }
+
+    fn push_chunk(&mut self, io: &mut impl Io, peer: NodeId, origin: NodeId, max: usize) -> bool {
+        let stream = &self.streams[origin];
+        let seq = self.peers[peer].cursor[origin];
+        assert!(seq >= stream.base && seq < stream.have);
+        let batch = stream.batch_at(seq);
+        let count = ((batch.end() - seq) as usize).min(max);
+        let values = stream.slice(seq, count);
+        let message = Message::GossipBatch(GossipBatch {
+            origin: origin as u16,
+            timestamp_us: batch.timestamp_us,
+            first_seq: seq,
+            values: Items::Host(values),
+        });
+        if !io.send(peer, &message) {
+            return false;
+        }
+        self.peers[peer].cursor[origin] += values.len() as u64;
+        if origin != self.node {
+            self.stats.relayed += values.len() as u64;
+        }
+        true
+    }
+
+    fn broadcast_state(&mut self, io: &mut impl Io) {
+        for origin in 0..self.nodes() {
+            let stream = &self.streams[origin];
+            let connected = origin == self.node || self.peers[origin].up;
+            self.state[origin] = OriginState {
+                have: stream.have,
+                fin: stream.fin.unwrap_or(FIN_UNKNOWN),
+                flags: if connected { ORIGIN_CONNECTED } else { 0 },
+            };
+        }
+        let message = Message::GossipState(GossipState {
+            origins: Items::Host(&self.state),
+        });
+        for peer in self.others() {
+            if self.peers[peer].up {
+                // Refused only when the buffer is past its high-water mark; the next tick retries.
+                io.send(peer, &message);
+            }
+        }
+    }
+
+    // ----- receiving -----
+
+    fn receive_batch(&mut self, from: NodeId, batch: &GossipBatch<'_>) {
+        let origin = batch.origin as usize;
+        if origin >= self.nodes() || origin == self.node {
+            debug!(
+                "node {}: batch for origin {origin} from {from} ignored",
+                self.node
+            );
+            return;
+        }
+        let stream = &mut self.streams[origin];
+        let count = batch.values.len() as u64;
+        let Some(end) = batch.first_seq.checked_add(count) else {
+            return;
+        };
+        let end = end.min(stream.fin.unwrap_or(u64::MAX));
+        if batch.first_seq > stream.have {
+            self.stats.gaps += 1;
+            return;
+        }
+        if end <= stream.have {
+            self.stats.duplicates += count;
+            return;
+        }
+        if stream
+            .latest_timestamp_us
+            .is_some_and(|latest| batch.timestamp_us < latest)
+        {
+            info!(
+                "node {}: origin {origin}'s timestamps went back (from {from})",
+                self.node
+            );
+            return;
+        }
+        let skip = (stream.have - batch.first_seq) as usize;
+        let take = (end - stream.have) as usize;
+        stream.push(
+            batch.timestamp_us,
+            batch.values.iter().skip(skip).take(take),
+        );
+        self.stats.received += take as u64;
+        self.stats.duplicates += count - take as u64;
+    }
+
+    fn receive_state(&mut self, io: &mut impl Io, from: NodeId, state: &GossipState<'_>) {
+        if state.origins.len() != self.nodes() {
+            info!(
+                "node {}: state from {from} has {} origins",
+                self.node,
+                state.origins.len()
+            );
+            return;
+        }
+        let now_us = io.now();
+        for origin in 0..self.nodes() {
+            let reported = state.origins.get(origin);
+            let view = &mut self.peers[from];
+            if reported.have > view.reported[origin].have {
+                view.progress_at_us[origin] = now_us;
+            }
+            view.reported[origin] = reported;
+            view.cursor[origin] = view.cursor[origin].max(reported.have);
+            let stream = &mut self.streams[origin];
+            if reported.fin != FIN_UNKNOWN && stream.fin.is_none() && origin != self.node {
+                if reported.fin < stream.have {
+                    info!(
+                        "node {}: fin {} of origin {origin} is below our {}",
+                        self.node, reported.fin, stream.have
+                    );
+                } else {
+                    stream.fin = Some(reported.fin);
+                }
+            }
+        }
+        self.peers[from].reported_at_us = now_us;
+    }
+
+    // ----- relaying, folding, finishing -----
+
+    fn update_relays(&mut self, now_us: Micros) {
+        let stale_us = RELAY_STALE_TICKS * self.config.tick_us;
+        for peer in self.others() {
+            if !self.peers[peer].up {
+                continue;
+            }
+            for origin in self.others().filter(|&origin| origin != peer) {
+                let view = &self.peers[peer];
+                let theirs = view.reported[origin].have;
+                let relay = self.streams[origin].have > theirs
+                    && (self.designated_relayer(peer, origin)
+                        || (now_us - view.progress_at_us[origin] >= stale_us
+                            && now_us - view.reported_at_us <= 2 * self.config.tick_us));
+                let view = &mut self.peers[peer];
+                if relay && !view.relaying[origin] {
+                    debug!(
+                        "node {}: relaying origin {origin} to {peer} from {theirs}",
+                        self.node
+                    );
+                    view.cursor[origin] = theirs;
+                }
+                view.relaying[origin] = relay;
+            }
+        }
+    }
+
+    /// `peer` is cut off from `origin`; are we the lowest-numbered node connected to `peer`
+    /// that holds more of `origin` than `peer` does?
+    fn designated_relayer(&self, peer: NodeId, origin: NodeId) -> bool {
+        let view = &self.peers[peer];
+        if view.reported[origin].flags & ORIGIN_CONNECTED != 0 {
+            return false;
+        }
+        let theirs = view.reported[origin].have;
+        let candidate = (0..self.nodes()).find(|&relayer| {
+            relayer != peer
+                && relayer != origin
+                && view.reported[relayer].flags & ORIGIN_CONNECTED != 0
+                && if relayer == self.node {
+                    self.streams[origin].have > theirs
+                } else {
+                    self.peers[relayer].reported[origin].have > theirs
+                }
+        });
+        candidate == Some(self.node)
+    }
+
+    /// Folds every batch whose place in the total order is final.
+    fn fold(&mut self) {
+        loop {
+            let mut next: Option<(u64, NodeId)> = None;
+            for (origin, stream) in self.streams.iter().enumerate() {
+                if stream.folded < stream.have {
+                    let key = (stream.batch_at(stream.folded).timestamp_us, origin);
+                    next = Some(next.map_or(key, |best| best.min(key)));
+                }
+            }
+            let Some((timestamp_us, origin)) = next else {
+                return;
+            };
+            let settled = self.streams.iter().enumerate().all(|(other, stream)| {
+                other == origin
+                    || stream.closed()
+                    || stream.latest_timestamp_us.is_some_and(|latest| {
+                        latest > timestamp_us || (latest == timestamp_us && other > origin)
+                    })
+            });
+            if !settled {
+                return;
+            }
+            let stream = &mut self.streams[origin];
+            let end = stream.batch_at(stream.folded).end().min(stream.have);
+            while stream.folded < end {
+                let values = stream.slice(stream.folded, (end - stream.folded) as usize);
+                self.checksum.fold(values);
+                stream.folded += values.len() as u64;
+            }
+        }
+    }
+
+    /// Drops what is folded and acknowledged by every peer that may need it from us.
+    fn trim(&mut self) {
+        for origin in 0..self.nodes() {
+            let acknowledged = self
+                .others()
+                .filter(|&peer| peer != origin)
+                .map(|peer| self.peers[peer].reported[origin].have)
+                .min()
+                .unwrap_or(u64::MAX);
+            let stream = &mut self.streams[origin];
+            stream.trim(acknowledged.min(stream.folded));
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.streams.iter().all(Stream::closed)
+    }
+
+    fn peers_complete(&self) -> bool {
+        self.others().all(|peer| {
+            let reported = &self.peers[peer].reported;
+            self.streams
+                .iter()
+                .zip(reported)
+                .all(|(stream, state)| Some(state.have) == stream.fin)
+        })
+    }
+
+    fn try_finish(&mut self, io: &mut impl Io) {
+        if self.phase != Phase::Settle || !self.complete() {
+            return;
+        }
+        if !self.announced_complete {
+            self.announced_complete = true;
+            self.broadcast_state(io);
+        }
+        if self.peers_complete() {
+            self.finish(io, true);
+        }
+    }
+
+    fn finish(&mut self, io: &mut impl Io, complete: bool) {
+        let unfinished: Vec<NodeId> = (0..self.nodes())
+            .filter(|&origin| self.streams[origin].fin.is_none())
+            .collect();
+        for stream in &mut self.streams {
+            stream.fin = Some(stream.have);
+        }
+        self.fold();
+        assert!(
+            self.streams
+                .iter()
+                .all(|stream| stream.folded == stream.have)
+        );
+        self.phase = Phase::Done;
+        self.result = Some((self.checksum, complete));
+        io.output(format_args!("{}", self.checksum));
+        self.broadcast_state(io);
+        let elapsed_us = io.now() - self.started_us;
+        if !complete {
+            info!(
+                "node {}: warning: deadline reached before every stream was confirmed complete \
+                 (no end-of-stream from {unfinished:?}); printed what this node holds",
+                self.node
+            );
+        }
+        let stats = &self.stats;
+        info!(
+            "node {}: {} messages agreed after {:.3} s; generated {}, received {}, relayed {}, \
+             duplicates {}, gaps {}",
+            self.node,
+            self.checksum.count,
+            elapsed_us as f64 / 1e6,
+            stats.generated,
+            stats.received,
+            stats.relayed,
+            stats.duplicates,
+            stats.gaps
+        );
+        io.stop();
+    }
+
+    /// Cross-checks that hold after every handler (cheap enough to keep on in release).
+    fn invariants(&self) {
+        for stream in &self.streams {
+            assert!(stream.base <= stream.folded && stream.folded <= stream.have);
+            assert_eq!(stream.base + stream.values.len() as u64, stream.have);
+            assert!(stream.fin.is_none_or(|fin| stream.have <= fin));
+        }
+        assert!(self.phase != Phase::Send || self.streams[self.node].fin.is_none());
+    }
+}
+
+impl Role for Gossip {
+    fn on_start(&mut self, io: &mut impl Io) {
+        self.started_us = io.now();
+        io.set_timer(self.config.tick_us, TIMER_TICK);
+        io.set_timer(self.config.send_for_us, TIMER_SEND_END);
+        io.set_timer(self.config.deadline_us(), TIMER_DEADLINE);
+        if self.nodes() == 1 {
+            info!("node {}: no peers; nothing to gossip", self.node);
+        }
+    }
+
+    fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match message {
+            Message::GossipBatch(batch) => {
+                self.receive_batch(from, &batch);
+                self.try_finish(io);
+            }
+            Message::GossipState(state) => {
+                self.receive_state(io, from, &state);
+                self.pump(io);
+                self.try_finish(io);
+            }
+            other => debug!(
+                "node {}: ignoring {:?} from {from}",
+                self.node,
+                other.kind()
+            ),
+        }
+        self.invariants();
+    }
+
+    fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match timer {
+            TIMER_TICK => {
+                self.fold();
+                self.trim();
+                self.update_relays(io.now());
+                self.broadcast_state(io);
+                self.pump(io);
+                self.try_finish(io);
+                if self.phase != Phase::Done {
+                    io.set_timer(self.config.tick_us, TIMER_TICK);
+                }
+            }
+            TIMER_SEND_END => {
+                self.phase = Phase::Settle;
+                let own = &mut self.streams[self.node];
+                own.fin = Some(own.have);
+                self.broadcast_state(io);
+                self.try_finish(io);
+            }
+            TIMER_DEADLINE => self.finish(io, false),
+            other => debug!("node {}: unknown timer {other:?}", self.node),
+        }
+        self.invariants();
+    }
+
+    fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
+        let view = &mut self.peers[peer];
+        view.up = true;
+        for origin in 0..self.config.nodes {
+            view.cursor[origin] = view.reported[origin].have;
+            view.relaying[origin] = false;
+        }
+        if self.phase != Phase::Done {
+            self.broadcast_state(io);
+            self.pump(io);
+        }
+    }
+
+    fn on_peer_down(&mut self, _io: &mut impl Io, peer: NodeId) {
+        let view = &mut self.peers[peer];
+        view.up = false;
+        view.relaying.fill(false);
+    }
+
+    fn on_writable(&mut self, io: &mut impl Io, _peer: NodeId) {
+        if self.phase != Phase::Done {
+            self.pump(io);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The roles: pure state machines behind `node::Role`. None of them touches a socket, a clock
+//! or a thread; everything arrives through `node::Io`.
+
+pub mod checksum;
+pub mod gossip;

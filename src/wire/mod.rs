@@ -1,0 +1,341 @@
+//! The node-to-node frame codec.
+//!
+//! A frame is a fixed header — total length (`u32`, header included) and kind (`u8`) — and a
+//! payload whose layout the kind fixes. All integers are in network order. Field offsets are
+//! named ranges; lengths are derived from them, never written twice.
+//!
+//! Input is untrusted. `frame_len` checks the length field against `HEADER_LEN` and
+//! `FRAME_BYTES_MAX` before anything else; `decode` checks the kind and the payload's exact
+//! size before any accessor runs, so no accessor can panic afterwards. Errors are values for
+//! the caller to act on (the driver closes that one connection); nothing here allocates.
+//!
+//! Decoded messages borrow from the read buffer; `encode` writes into storage the caller
+//! provides (the driver hands it the free tail of a connection's out buffer).
+
+mod items;
+
+pub use items::{Item, Items};
+
+use byteorder::{BigEndian, ByteOrder};
+use std::fmt;
+
+use crate::node::NodeId;
+
+/// Largest frame accepted or sent, header included.
+pub const FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Largest cluster supported; node ids travel as `u16`.
+pub const NODES_MAX: usize = 1024;
+/// Largest cluster name in a handshake.
+pub const CLUSTER_NAME_BYTES_MAX: usize = 64;
+
+pub const MAGIC: u32 = u32::from_be_bytes(*b"PLN\x01");
+pub const PROTOCOL_VERSION: u16 = 1;
+
+mod header {
+    use std::ops::Range;
+    pub const LENGTH: Range<usize> = 0..4;
+    pub const KIND: usize = LENGTH.end;
+    pub const PAYLOAD: usize = KIND + 1;
+}
+
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = header::PAYLOAD;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Hello = 1,
+    GossipBatch = 2,
+    GossipState = 3,
+}
+
+impl Kind {
+    fn from_u8(value: u8) -> Option<Kind> {
+        match value {
+            1 => Some(Kind::Hello),
+            2 => Some(Kind::GossipBatch),
+            3 => Some(Kind::GossipState),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The length field is smaller than a header.
+    LengthTooSmall(u32),
+    /// The length field exceeds `FRAME_BYTES_MAX`.
+    LengthTooLarge(u32),
+    UnknownKind(u8),
+    /// The payload does not fit the kind's layout.
+    Malformed(Kind, &'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::LengthTooSmall(n) => write!(f, "frame length {n} below header size"),
+            WireError::LengthTooLarge(n) => {
+                write!(f, "frame length {n} above maximum {FRAME_BYTES_MAX}")
+            }
+            WireError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            WireError::Malformed(kind, why) => write!(f, "malformed {kind:?} frame: {why}"),
+        }
+    }
+}
+
+/// Length of the first frame in `bytes` once it is complete: `Ok(None)` while more bytes are
+/// needed, an error as soon as the header shows the frame can never be valid.
+pub fn frame_len(bytes: &[u8]) -> Result<Option<usize>, WireError> {
+    if bytes.len() < header::LENGTH.end {
+        return Ok(None);
+    }
+    let length = BigEndian::read_u32(&bytes[header::LENGTH]);
+    if (length as usize) < HEADER_LEN {
+        return Err(WireError::LengthTooSmall(length));
+    }
+    if length as usize > FRAME_BYTES_MAX {
+        return Err(WireError::LengthTooLarge(length));
+    }
+    if bytes.len() < length as usize {
+        return Ok(None);
+    }
+    Ok(Some(length as usize))
+}
+
+/// The handshake: the first frame each side sends on every connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub version: u16,
+    /// Number of nodes in the sender's peers list: both sides must agree.
+    pub nodes: u16,
+    pub node: u16,
+    pub cluster: &'a [u8],
+}
+
+mod hello {
+    use std::ops::Range;
+    pub const MAGIC: Range<usize> = 0..4;
+    pub const VERSION: Range<usize> = MAGIC.end..MAGIC.end + 2;
+    pub const NODES: Range<usize> = VERSION.end..VERSION.end + 2;
+    pub const NODE: Range<usize> = NODES.end..NODES.end + 2;
+    pub const CLUSTER_LEN: usize = NODE.end;
+    pub const CLUSTER: usize = CLUSTER_LEN + 1;
+}
+
+/// A run of consecutive messages of one origin's gossip stream, all stamped with one send time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GossipBatch<'a> {
+    pub origin: u16,
+    pub timestamp_us: u64,
+    pub first_seq: u64,
+    /// Each value `v` stands for the number `(v + 1) / 2^32` in (0, 1].
+    pub values: Items<'a, u32>,
+}
+
+mod gossip_batch {
+    use std::ops::Range;
+    pub const ORIGIN: Range<usize> = 0..2;
+    pub const TIMESTAMP: Range<usize> = ORIGIN.end..ORIGIN.end + 8;
+    pub const FIRST_SEQ: Range<usize> = TIMESTAMP.end..TIMESTAMP.end + 8;
+    pub const VALUES: usize = FIRST_SEQ.end;
+}
+
+/// Most values one batch frame can carry.
+pub const GOSSIP_BATCH_VALUES_MAX: usize =
+    (FRAME_BYTES_MAX - HEADER_LEN - gossip_batch::VALUES) / 4;
+
+/// What the sender knows of one origin's stream; a `GossipState` carries one per node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OriginState {
+    /// Messages held: the sender has the stream's prefix `[0, have)`.
+    pub have: u64,
+    /// The stream's announced final length, or `FIN_UNKNOWN`.
+    pub fin: u64,
+    /// Bit flags, `ORIGIN_CONNECTED`.
+    pub flags: u8,
+}
+
+pub const FIN_UNKNOWN: u64 = u64::MAX;
+/// The sender has a live connection to this origin (or is it).
+pub const ORIGIN_CONNECTED: u8 = 1;
+
+mod origin_state {
+    use std::ops::Range;
+    pub const HAVE: Range<usize> = 0..8;
+    pub const FIN: Range<usize> = HAVE.end..HAVE.end + 8;
+    pub const FLAGS: usize = FIN.end;
+    pub const LEN: usize = FLAGS + 1;
+}
+
+impl Item for OriginState {
+    const LEN: usize = origin_state::LEN;
+    fn read(bytes: &[u8]) -> Self {
+        OriginState {
+            have: BigEndian::read_u64(&bytes[origin_state::HAVE]),
+            fin: BigEndian::read_u64(&bytes[origin_state::FIN]),
+            flags: bytes[origin_state::FLAGS],
+        }
+    }
+    fn write(&self, bytes: &mut [u8]) {
+        BigEndian::write_u64(&mut bytes[origin_state::HAVE], self.have);
+        BigEndian::write_u64(&mut bytes[origin_state::FIN], self.fin);
+        bytes[origin_state::FLAGS] = self.flags;
+    }
+}
+
+/// The sender's view of every origin, indexed by node id: acknowledgement, watermark and
+/// end-of-stream announcement in one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GossipState<'a> {
+    pub origins: Items<'a, OriginState>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Message<'a> {
+    Hello(Hello<'a>),
+    GossipBatch(GossipBatch<'a>),
+    GossipState(GossipState<'a>),
+}
+
+impl<'a> Message<'a> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::GossipBatch(_) => Kind::GossipBatch,
+            Message::GossipState(_) => Kind::GossipState,
+        }
+    }
+
+    /// Decodes one complete frame (as delimited by `frame_len`).
+    pub fn decode(frame: &'a [u8]) -> Result<Message<'a>, WireError> {
+        debug_assert_eq!(frame_len(frame), Ok(Some(frame.len())));
+        let kind = Kind::from_u8(frame[header::KIND]).ok_or(WireError::UnknownKind(frame[4]))?;
+        let payload = &frame[HEADER_LEN..];
+        let malformed = |why| WireError::Malformed(kind, why);
+        match kind {
+            Kind::Hello => {
+                if payload.len() < hello::CLUSTER {
+                    return Err(malformed("too short"));
+                }
+                if BigEndian::read_u32(&payload[hello::MAGIC]) != MAGIC {
+                    return Err(malformed("bad magic"));
+                }
+                let cluster_len = payload[hello::CLUSTER_LEN] as usize;
+                if cluster_len > CLUSTER_NAME_BYTES_MAX {
+                    return Err(malformed("cluster name too long"));
+                }
+                if payload.len() != hello::CLUSTER + cluster_len {
+                    return Err(malformed("length does not match cluster name"));
+                }
+                Ok(Message::Hello(Hello {
+                    version: BigEndian::read_u16(&payload[hello::VERSION]),
+                    nodes: BigEndian::read_u16(&payload[hello::NODES]),
+                    node: BigEndian::read_u16(&payload[hello::NODE]),
+                    cluster: &payload[hello::CLUSTER..],
+                }))
+            }
+            Kind::GossipBatch => {
+                if payload.len() < gossip_batch::VALUES {
+                    return Err(malformed("too short"));
+                }
+                let values = Items::from_wire(&payload[gossip_batch::VALUES..])
+                    .ok_or(malformed("values not a whole number of u32"))?;
+                if values.is_empty() {
+                    return Err(malformed("no values"));
+                }
+                Ok(Message::GossipBatch(GossipBatch {
+                    origin: BigEndian::read_u16(&payload[gossip_batch::ORIGIN]),
+                    timestamp_us: BigEndian::read_u64(&payload[gossip_batch::TIMESTAMP]),
+                    first_seq: BigEndian::read_u64(&payload[gossip_batch::FIRST_SEQ]),
+                    values,
+                }))
+            }
+            Kind::GossipState => {
+                let origins =
+                    Items::from_wire(payload).ok_or(malformed("not a whole number of entries"))?;
+                if origins.is_empty() || origins.len() > NODES_MAX {
+                    return Err(malformed("entry count out of range"));
+                }
+                Ok(Message::GossipState(GossipState { origins }))
+            }
+        }
+    }
+
+    /// Bytes `encode` writes, header included.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Message::Hello(hello) => hello::CLUSTER + hello.cluster.len(),
+                Message::GossipBatch(batch) => gossip_batch::VALUES + batch.values.encoded_len(),
+                Message::GossipState(state) => state.origins.encoded_len(),
+            }
+    }
+
+    /// Writes the frame at the start of `out` and returns its length. The caller guarantees
+    /// room (`out.len() >= encoded_len()`) and that the message respects the limits above.
+    pub fn encode(&self, out: &mut [u8]) -> usize {
+        let length = self.encoded_len();
+        assert!(length <= FRAME_BYTES_MAX);
+        let frame = &mut out[..length];
+        BigEndian::write_u32(&mut frame[header::LENGTH], length as u32);
+        frame[header::KIND] = self.kind() as u8;
+        let payload = &mut frame[HEADER_LEN..];
+        match self {
+            Message::Hello(hello) => {
+                assert!(hello.cluster.len() <= CLUSTER_NAME_BYTES_MAX);
+                BigEndian::write_u32(&mut payload[hello::MAGIC], MAGIC);
+                BigEndian::write_u16(&mut payload[hello::VERSION], hello.version);
+                BigEndian::write_u16(&mut payload[hello::NODES], hello.nodes);
+                BigEndian::write_u16(&mut payload[hello::NODE], hello.node);
+                payload[hello::CLUSTER_LEN] = hello.cluster.len() as u8;
+                payload[hello::CLUSTER..].copy_from_slice(hello.cluster);
+            }
+            Message::GossipBatch(batch) => {
+                assert!(!batch.values.is_empty());
+                BigEndian::write_u16(&mut payload[gossip_batch::ORIGIN], batch.origin);
+                BigEndian::write_u64(&mut payload[gossip_batch::TIMESTAMP], batch.timestamp_us);
+                BigEndian::write_u64(&mut payload[gossip_batch::FIRST_SEQ], batch.first_seq);
+                batch.values.encode(&mut payload[gossip_batch::VALUES..]);
+            }
+            Message::GossipState(state) => state.origins.encode(payload),
+        }
+        length
+    }
+}
+
+/// Checks a peer's handshake against ours; the error is the reason to log before closing.
+pub fn check_hello(
+    hello: &Hello<'_>,
+    cluster: &[u8],
+    nodes: usize,
+    node: NodeId,
+) -> Result<NodeId, String> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} (ours is {PROTOCOL_VERSION})",
+            hello.version
+        ));
+    }
+    if hello.cluster != cluster {
+        return Err(format!(
+            "cluster {:?} (ours is {:?})",
+            String::from_utf8_lossy(hello.cluster),
+            String::from_utf8_lossy(cluster)
+        ));
+    }
+    if hello.nodes as usize != nodes {
+        return Err(format!(
+            "{} nodes in its peers list (ours has {nodes})",
+            hello.nodes
+        ));
+    }
+    let peer = hello.node as NodeId;
+    if peer >= nodes || peer == node {
+        return Err(format!("node id {peer} out of range or ours"));
+    }
+    Ok(peer)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use super::*;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+
+fn samples() -> Vec<(Vec<u32>, Vec<OriginState>)> {
+    vec![
+        (vec![0], vec![OriginState::default()]),
+        (
+            vec![1, u32::MAX, 7, 0x1234_5678],
+            vec![
+                OriginState {
+                    have: 5,
+                    fin: FIN_UNKNOWN,
+                    flags: ORIGIN_CONNECTED,
+                },
+                OriginState {
+                    have: u64::MAX - 1,
+                    fin: 9,
+                    flags: 0,
+                },
+            ],
+        ),
+    ]
+}
+
+fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>> {
+    vec![
+        Message::Hello(Hello {
+            version: 1,
+            nodes: 4,
+            node: 3,
+            cluster: b"pollen-gossip",
+        }),
+        Message::Hello(Hello {
+            version: 9,
+            nodes: 1,
+            node: 0,
+            cluster: b"",
+        }),
+        Message::GossipBatch(GossipBatch {
+            origin: 2,
+            timestamp_us: 1_700_000_000_123_456,
+            first_seq: 42,
+            values: Items::Host(values),
+        }),
+        Message::GossipState(GossipState {
+            origins: Items::Host(states),
+        }),
+    ]
+}
+
+fn encode_to_vec(message: &Message<'_>) -> Vec<u8> {
+    let mut out = vec![0xAA; message.encoded_len() + 3];
+    let length = message.encode(&mut out);
+    assert_eq!(length, message.encoded_len());
+    assert!(
+        out[length..].iter().all(|&b| b == 0xAA),
+        "encode wrote past its length"
+    );
+    out.truncate(length);
+    out
+}
+
+#[test]
+fn round_trip_every_message() {
+    for (values, states) in samples() {
+        for message in messages(&values, &states) {
+            let frame = encode_to_vec(&message);
+            assert_eq!(frame_len(&frame), Ok(Some(frame.len())));
+            let decoded = Message::decode(&frame).expect("decodes");
+            assert_eq!(decoded, message);
+            // Re-encoding the borrowed (wire) form gives the same bytes.
+            assert_eq!(encode_to_vec(&decoded), frame);
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_asks_for_more() {
+    for (values, states) in samples() {
+        for message in messages(&values, &states) {
+            let frame = encode_to_vec(&message);
+            for cut in 0..frame.len() {
+                assert_eq!(frame_len(&frame[..cut]), Ok(None), "cut at {cut}");
+            }
+        }
+    }
+}
+
+#[test]
+fn two_frames_back_to_back_split_correctly() {
+    let values = [5u32, 6];
+    let states = [OriginState::default()];
+    let all = messages(&values, &states);
+    let mut stream = Vec::new();
+    for message in &all {
+        stream.extend(encode_to_vec(message));
+    }
+    let mut at = 0;
+    for message in &all {
+        let length = frame_len(&stream[at..]).unwrap().unwrap();
+        assert_eq!(Message::decode(&stream[at..at + length]).unwrap(), *message);
+        at += length;
+    }
+    assert_eq!(at, stream.len());
+}
+
+#[test]
+fn length_field_out_of_range_is_an_error() {
+    let mut frame = [0u8; 8];
+    for bad in [0u32, 1, 4] {
+        frame[..4].copy_from_slice(&bad.to_be_bytes());
+        assert_eq!(frame_len(&frame), Err(WireError::LengthTooSmall(bad)));
+    }
+    for bad in [FRAME_BYTES_MAX as u32 + 1, u32::MAX] {
+        frame[..4].copy_from_slice(&bad.to_be_bytes());
+        // Known to be bad from the length field alone: no waiting for a gigabyte to arrive.
+        assert_eq!(frame_len(&frame[..4]), Err(WireError::LengthTooLarge(bad)));
+    }
+}
+
+#[test]
+fn unknown_kind_is_an_error() {
+    for kind in [0u8, 4, 99, 255] {
+        let mut frame = vec![0u8; HEADER_LEN + 3];
+        let length = frame.len() as u32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        frame[4] = kind;
+        assert_eq!(Message::decode(&frame), Err(WireError::UnknownKind(kind)));
+    }
+}
+
+#[test]
+fn malformed_payloads_are_errors() {
+    let frame_of = |kind: Kind, payload: &[u8]| {
+        let mut frame = ((HEADER_LEN + payload.len()) as u32).to_be_bytes().to_vec();
+        frame.push(kind as u8);
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (frame_of(Kind::Hello, &[]), "too short"),
+        (frame_of(Kind::Hello, &[0; 11]), "bad magic"),
+        (frame_of(Kind::GossipBatch, &[0; 17]), "too short"),
+        (frame_of(Kind::GossipBatch, &[0; 18]), "no values"),
+        (
+            frame_of(Kind::GossipBatch, &[0; 21]),
+            "values not a whole number of u32",
+        ),
+        (frame_of(Kind::GossipState, &[]), "entry count out of range"),
+        (
+            frame_of(Kind::GossipState, &[0; 18]),
+            "not a whole number of entries",
+        ),
+    ];
+    for (frame, why) in cases {
+        match Message::decode(&frame) {
+            Err(WireError::Malformed(_, reason)) => assert_eq!(reason, why),
+            other => panic!("expected Malformed({why}), got {other:?}"),
+        }
+    }
+    // A hello whose cluster length disagrees with the frame length.
+    let mut hello = encode_to_vec(&Message::Hello(Hello {
+        version: 1,
+        nodes: 2,
+        node: 1,
+        cluster: b"abc",
+    }));
+    hello[HEADER_LEN + 10] = 4;
+    assert!(matches!(
+        Message::decode(&hello),
+        Err(WireError::Malformed(
+            Kind::Hello,
+            "length does not match cluster name"
+        ))
+    ));
+}
+
+/// Random bytes, and random mutations of valid frames, never panic the decoder; whatever it
+/// accepts re-encodes to the same bytes.
+#[test]
+fn garbage_never_panics() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    let values = [1u32, 2, 3];
+    let states = [OriginState::default(); 3];
+    let valid: Vec<Vec<u8>> = messages(&values, &states)
+        .iter()
+        .map(encode_to_vec)
+        .collect();
+    let mut buffer = vec![0u8; 256];
+    for round in 0..200_000 {
+        let length = if round % 2 == 0 {
+            let base = &valid[round / 2 % valid.len()];
+            buffer[..base.len()].copy_from_slice(base);
+            let flips = 1 + rng.next_u32() as usize % 3;
+            for _ in 0..flips {
+                let at = rng.next_u32() as usize % base.len();
+                buffer[at] ^= 1 << (rng.next_u32() % 8);
+            }
+            base.len()
+        } else {
+            let length = rng.next_u32() as usize % buffer.len();
+            for byte in &mut buffer[..length] {
+                *byte = rng.next_u32() as u8;
+            }
+            length
+        };
+        let bytes = &buffer[..length];
+        if let Ok(Some(frame_length)) = frame_len(bytes)
+            && let Ok(message) = Message::decode(&bytes[..frame_length])
+        {
+            assert_eq!(encode_to_vec(&message), &bytes[..frame_length]);
+        }
+    }
+}
+
+#[test]
+fn hello_checks_refuse_mismatches() {
+    let hello = |version, nodes, node, cluster| Hello {
+        version,
+        nodes,
+        node,
+        cluster,
+    };
+    assert_eq!(check_hello(&hello(1, 4, 2, b"c"), b"c", 4, 0), Ok(2));
+    assert!(
+        check_hello(&hello(2, 4, 2, b"c"), b"c", 4, 0)
+            .unwrap_err()
+            .contains("version")
+    );
+    assert!(
+        check_hello(&hello(1, 4, 2, b"x"), b"c", 4, 0)
+            .unwrap_err()
+            .contains("cluster")
+    );
+    assert!(
+        check_hello(&hello(1, 5, 2, b"c"), b"c", 4, 0)
+            .unwrap_err()
+            .contains("nodes")
+    );
+    assert!(
+        check_hello(&hello(1, 4, 4, b"c"), b"c", 4, 0)
+            .unwrap_err()
+            .contains("range")
+    );
+    assert!(
+        check_hello(&hello(1, 4, 0, b"c"), b"c", 4, 0)
+            .unwrap_err()
+            .contains("ours")
+    );
+}
+
+#[test]
+fn batch_capacity_fits_the_frame_limit() {
+    let values = vec![0u32; GOSSIP_BATCH_VALUES_MAX];
+    let message = Message::GossipBatch(GossipBatch {
+        origin: 0,
+        timestamp_us: 0,
+        first_seq: 0,
+        values: Items::Host(&values),
+    });
+    assert!(message.encoded_len() <= FRAME_BYTES_MAX);
+    assert!(message.encoded_len() + 4 > FRAME_BYTES_MAX);
+}
