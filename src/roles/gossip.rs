@@ -58,6 +58,10 @@ use crate::{debug, info};
 pub const BATCH_VALUES: usize = 1024;
 /// A connected peer may lag the head of our stream by at most this many messages.
 const LAG_MAX: u64 = 1 << 22;
+/// Generation stops while this node holds more messages than this (all origins together):
+/// 2^27 values are 512 MiB. Reached only when folding or acknowledgement stalls for long —
+/// a dead or cut-off node — since everything after that point must be kept for resend.
+const RETAINED_VALUES_MAX: usize = 1 << 27;
 /// Ticks without progress after which any node relays to a lagging peer.
 const RELAY_STALE_TICKS: u64 = 5;
 /// Do not start a batch frame with less room than this many values.
@@ -284,6 +288,10 @@ impl Gossip {
 
     fn may_generate(&self) -> bool {
         if self.phase != Phase::Send {
+            return false;
+        }
+        let retained: usize = self.streams.iter().map(|stream| stream.values.len()).sum();
+        if retained > RETAINED_VALUES_MAX {
             return false;
         }
         let have = self.streams[self.node].have;

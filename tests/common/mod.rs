@@ -1,0 +1,182 @@
+//! Helpers for tests that run real `pollen` processes on loopback.
+//!
+//! Ports come from the OS (bind port 0, note the port, release it just before the nodes start),
+//! so parallel test binaries do not collide. Every child is killed (by its PID, through `Child`)
+//! when the `Cluster` is dropped, so a failing test leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const POLLEN: &str = env!("CARGO_BIN_EXE_pollen");
+
+/// Cluster tests run one at a time: each runs its nodes flat out, and on a 2-core machine two
+/// clusters at once would only measure the scheduler.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pollen-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Cluster {
+    pub ports: Vec<u16>,
+    pub children: Vec<Option<Child>>,
+    pub dir: PathBuf,
+    pub peers_file: PathBuf,
+}
+
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: Option<ExitStatus>,
+    pub elapsed: Duration,
+}
+
+impl Cluster {
+    /// Writes a peers file for `count` nodes on free ports, in chatterbox's JSON form when
+    /// `json` is set, else one `host:port` per line.
+    pub fn new(name: &str, count: usize, json: bool) -> Cluster {
+        let dir = scratch_dir(name);
+        let ports = free_ports(count);
+        let (file, text) = if json {
+            let entries: Vec<String> = ports
+                .iter()
+                .map(|port| format!("\"127.0.0.1:{port}:0\""))
+                .collect();
+            ("peers.json", format!("[{}]\n", entries.join(", ")))
+        } else {
+            let lines: Vec<String> = ports
+                .iter()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect();
+            (
+                "peers.txt",
+                format!("# test cluster\n{}\n", lines.join("\n")),
+            )
+        };
+        let peers_file = dir.join(file);
+        std::fs::write(&peers_file, text).unwrap();
+        let children = ports.iter().map(|_| None).collect();
+        Cluster {
+            ports,
+            children,
+            dir,
+            peers_file,
+        }
+    }
+
+    pub fn address(&self, index: usize) -> SocketAddr {
+        format!("127.0.0.1:{}", self.ports[index]).parse().unwrap()
+    }
+
+    /// Starts every node: `pollen ROLE -h 127.0.0.1 -p PORT --peer-config-file F ARGS`.
+    pub fn start(&mut self, role: &str, args: &[&str]) -> Instant {
+        let started = Instant::now();
+        for (port, child) in self.ports.iter().zip(&mut self.children) {
+            assert!(child.is_none(), "started twice");
+            let spawned = Command::new(POLLEN)
+                .arg(role)
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .arg("--peer-config-file")
+                .arg(&self.peers_file)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pollen");
+            *child = Some(spawned);
+        }
+        started
+    }
+
+    pub fn signal(&self, index: usize, signal: &str) {
+        let pid = self.children[index]
+            .as_ref()
+            .expect("started")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Waits for every node (up to `limit` after `started`), killing stragglers.
+    pub fn finish(&mut self, started: Instant, limit: Duration) -> Vec<Outcome> {
+        self.children
+            .iter_mut()
+            .map(|child| {
+                let mut child = child.take().expect("started");
+                let status = loop {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        break Some(status);
+                    }
+                    if started.elapsed() > limit {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                let elapsed = started.elapsed();
+                let mut stdout = String::new();
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stdout.take() {
+                    pipe.read_to_string(&mut stdout).unwrap();
+                }
+                if let Some(mut pipe) = child.stderr.take() {
+                    pipe.read_to_string(&mut stderr).unwrap();
+                }
+                Outcome {
+                    stdout,
+                    stderr,
+                    status,
+                    elapsed,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Parses `(COUNT, CHECKSUM)`.
+pub fn parse_result(line: &str) -> Option<(u64, String)> {
+    let inner = line.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (count, checksum) = inner.split_once(", ")?;
+    Some((count.parse().ok()?, checksum.to_string()))
+}
