@@ -12,7 +12,7 @@
 //!   has received, and accepts a batch only where it continues that prefix (duplicates and gaps
 //!   are dropped). The origin pushes its stream to each peer from a per-peer cursor, as fast as
 //!   that peer's out buffer drains; generation pauses when no peer can take more, or when any
-//!   connected peer lags by more than `LAG_MAX` messages (bounded memory, real backpressure).
+//!   connected peer has `WINDOW_MESSAGES` unacknowledged (bounded memory, real backpressure).
 //! - **State.** Every `tick` each node sends each peer its `GossipState`: per origin `have`,
 //!   the announced final length `fin`, and whether it is connected to that origin. This is the
 //!   acknowledgement (what may be forgotten), the watermark, and how `fin` spreads.
@@ -35,8 +35,9 @@
 //! - A broken link A–B while both reach C: C relays A's stream to B and B's to A.
 //! - A node that dies never announces `fin`: the survivors relay its stream among themselves
 //!   until they hold the same prefix (the longest any of them got), and print at the deadline.
-//! - A paused node (SIGSTOP) stops draining; its peers keep generating up to `LAG_MAX` ahead of
-//!   it and resume pushing when it wakes.
+//! - A paused node (SIGSTOP) stops acknowledging; its peers fill its window and wait (as TCP
+//!   would), then resume when it wakes. A peer that disconnects no longer holds the others
+//!   back, but everything it has not acknowledged is kept for it, up to `RETAINED_VALUES_MAX`.
 //! - Not handled: a node restarted mid-run starts its stream again from seq 0 with new
 //!   timestamps; peers drop it as duplicates, so it cannot rejoin. Byzantine peers are out of
 //!   scope (a peer may lie in its state; input is validated only for shape and bounds).
@@ -56,8 +57,10 @@ use crate::{debug, info};
 
 /// Values generated per batch (one timestamp).
 pub const BATCH_VALUES: usize = 1024;
-/// A connected peer may lag the head of our stream by at most this many messages.
-const LAG_MAX: u64 = 1 << 22;
+/// Flow control: at most this many of our messages may be unacknowledged by a connected peer.
+/// It bounds memory (what is kept for resend) and queueing delay; the ack round trip is about
+/// one tick, so the window must cover a tick of sending at full speed with room to spare.
+pub const WINDOW_MESSAGES: u64 = 1 << 20;
 /// Generation stops while this node holds more messages than this (all origins together):
 /// 2^27 values are 512 MiB. Reached only when folding or acknowledgement stalls for long —
 /// a dead or cut-off node — since everything after that point must be kept for resend.
@@ -198,6 +201,8 @@ pub struct Stats {
     pub duplicates: u64,
     pub gaps: u64,
     pub relayed: u64,
+    /// Most messages held at once (all origins), sampled every tick.
+    pub retained_max: u64,
 }
 
 pub struct Gossip {
@@ -297,11 +302,11 @@ impl Gossip {
         let have = self.streams[self.node].have;
         let mut caught_up = false;
         for peer in self.others().filter(|&peer| self.peers[peer].up) {
-            let lag = have.saturating_sub(self.peers[peer].cursor[self.node]);
-            if lag > LAG_MAX {
+            let view = &self.peers[peer];
+            if have.saturating_sub(view.reported[self.node].have) >= WINDOW_MESSAGES {
                 return false;
             }
-            caught_up |= lag == 0;
+            caught_up |= view.cursor[self.node] >= have;
         }
         caught_up
     }
@@ -614,7 +619,7 @@ impl Gossip {
         let stats = &self.stats;
         info!(
             "node {}: {} messages agreed after {:.3} s; generated {}, received {}, relayed {}, \
-             duplicates {}, gaps {}",
+             duplicates {}, gaps {}, most held at once {}",
             self.node,
             self.checksum.count,
             elapsed_us as f64 / 1e6,
@@ -622,9 +627,27 @@ impl Gossip {
             stats.received,
             stats.relayed,
             stats.duplicates,
-            stats.gaps
+            stats.gaps,
+            stats.retained_max
         );
         io.stop();
+    }
+
+    /// One debug line per origin: what is held, folded and acknowledged by each peer.
+    fn log_streams(&self, now_us: Micros) {
+        let elapsed_ms = (now_us - self.started_us) / 1000;
+        for (origin, stream) in self.streams.iter().enumerate() {
+            let acked: Vec<u64> = self
+                .peers
+                .iter()
+                .map(|peer| peer.reported[origin].have)
+                .collect();
+            debug!(
+                "node {} at {elapsed_ms} ms, origin {origin}: base {} folded {} have {} \
+                 acknowledged {acked:?}",
+                self.node, stream.base, stream.folded, stream.have
+            );
+        }
     }
 
     /// Cross-checks that hold after every handler (cheap enough to keep on in release).
@@ -680,6 +703,11 @@ impl Role for Gossip {
             TIMER_TICK => {
                 self.fold();
                 self.trim();
+                let retained: usize = self.streams.iter().map(|stream| stream.values.len()).sum();
+                self.stats.retained_max = self.stats.retained_max.max(retained as u64);
+                if crate::log::enabled(crate::log::LEVEL_DEBUG) {
+                    self.log_streams(io.now());
+                }
                 self.update_relays(io.now());
                 self.broadcast_state(io);
                 self.pump(io);
