@@ -65,6 +65,9 @@ pub const WINDOW_MESSAGES: u64 = 1 << 20;
 /// 2^27 values are 512 MiB. Reached only when folding or acknowledgement stalls for long —
 /// a dead or cut-off node — since everything after that point must be kept for resend.
 const RETAINED_VALUES_MAX: usize = 1 << 27;
+/// Capacity reserved per origin at start, so that the steady state does not allocate: a stream
+/// holds about a window of unacknowledged messages plus those waiting to be ordered.
+const STREAM_VALUES_RESERVED: usize = 2 * WINDOW_MESSAGES as usize;
 /// Ticks without progress after which any node relays to a lagging peer.
 const RELAY_STALE_TICKS: u64 = 5;
 /// Do not start a batch frame with less room than this many values.
@@ -129,6 +132,14 @@ struct Stream {
 }
 
 impl Stream {
+    fn with_capacity(values: usize) -> Stream {
+        Stream {
+            values: VecDeque::with_capacity(values),
+            batches: VecDeque::with_capacity(values / BATCH_VALUES),
+            ..Stream::default()
+        }
+    }
+
     fn closed(&self) -> bool {
         self.fin == Some(self.have)
     }
@@ -254,7 +265,9 @@ impl Gossip {
             phase: Phase::Send,
             started_us: 0,
             last_timestamp_us: 0,
-            streams: (0..nodes).map(|_| Stream::default()).collect(),
+            streams: (0..nodes)
+                .map(|_| Stream::with_capacity(STREAM_VALUES_RESERVED))
+                .collect(),
             peers,
             checksum: Checksum::default(),
             state: vec![OriginState::default(); nodes],
