@@ -25,15 +25,18 @@ impl Checksum {
     /// Appends `values` to the sequence, in order.
     pub fn fold(&mut self, values: &[u32]) {
         for chunk in values.chunks(CHUNK) {
+            // Σ (first + j)·(v_j + 1) = first·(Σ v_j + n) + Σ j·v_j + Σ j, with j·v_j a
+            // u32 × u32 product (which vectorises) rather than a u64 one.
             let mut plain: u64 = 0;
             let mut weighted: u64 = 0;
             for (offset, &value) in chunk.iter().enumerate() {
-                let number = value as u64 + 1;
-                plain += number;
-                weighted += offset as u64 * number;
+                plain += value as u64;
+                weighted += (offset as u32 as u64) * value as u64;
             }
+            let n = chunk.len() as u64;
+            let offsets = n * (n - 1) / 2;
             let first = self.count as u128 + 1;
-            self.sum += first * plain as u128 + weighted as u128;
+            self.sum += first * (plain + n) as u128 + (weighted + offsets) as u128;
             self.count += chunk.len() as u64;
         }
     }

@@ -161,10 +161,12 @@ impl Stream {
         }
     }
 
-    fn push(&mut self, timestamp_us: u64, values: impl Iterator<Item = u32>) {
+    /// Appends values sent at `timestamp_us` (extending the last batch if it has that stamp).
+    fn push(&mut self, timestamp_us: u64, values: &[u32]) {
         let first_seq = self.have;
+        // From a slice, `VecDeque::extend` is a memcpy rather than a push per value.
         self.values.extend(values);
-        let count = self.base + self.values.len() as u64 - first_seq;
+        let count = values.len() as u64;
         match self.batches.back_mut() {
             Some(last) if last.timestamp_us == timestamp_us => last.count += count,
             _ => self.batches.push_back(Batch {
@@ -327,9 +329,14 @@ impl Gossip {
     fn generate(&mut self, now_us: Micros) {
         let timestamp_us = now_us.max(self.last_timestamp_us + 1);
         self.last_timestamp_us = timestamp_us;
-        let rng = &mut self.rng;
-        let values = (0..BATCH_VALUES).map(|_| rng.next_u32());
-        self.streams[self.node].push(timestamp_us, values);
+        let mut values = [0u32; BATCH_VALUES];
+        // Both halves of each 64-bit output: half the generator calls of `next_u32`.
+        for pair in values.chunks_exact_mut(2) {
+            let bits = self.rng.next_u64();
+            pair[0] = bits as u32;
+            pair[1] = (bits >> 32) as u32;
+        }
+        self.streams[self.node].push(timestamp_us, &values);
         self.stats.generated += BATCH_VALUES as u64;
     }
 
@@ -440,10 +447,14 @@ impl Gossip {
         }
         let skip = (stream.have - batch.first_seq) as usize;
         let take = (end - stream.have) as usize;
-        stream.push(
-            batch.timestamp_us,
-            batch.values.iter().skip(skip).take(take),
-        );
+        let mut scratch = [0u32; BATCH_VALUES];
+        let mut at = skip;
+        while at < skip + take {
+            let chunk = &mut scratch[..(skip + take - at).min(BATCH_VALUES)];
+            batch.values.copy_to(at, chunk);
+            stream.push(batch.timestamp_us, chunk);
+            at += chunk.len();
+        }
         self.stats.received += take as u64;
         self.stats.duplicates += count - take as u64;
     }
