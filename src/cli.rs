@@ -144,6 +144,18 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
         "cluster name in the handshake (default pollen-gossip)",
         "NAME",
     );
+    options.optopt(
+        "",
+        "batch",
+        "messages per generated batch, even (default 1024)",
+        "N",
+    );
+    options.optopt(
+        "",
+        "window",
+        "unacknowledged messages per peer (default 1048576)",
+        "N",
+    );
     let brief = "usage: pollen gossip [-h HOST] [-p PORT] [--peer-config-file FILE] \
                  --send-for SECS --wait-for SECS [--with-seed N] [--tick-duration MS] [-v]";
     let matches = parse(&options, args, brief)?;
@@ -171,13 +183,20 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
     }
     let addresses = peers::load(&peers_path).map_err(Exit::Usage)?;
     let node = peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?;
-    let config = gossip::Config {
-        nodes: addresses.len(),
-        seed,
-        send_for_us,
-        wait_for_us,
-        tick_us: tick_ms * 1000,
-    };
+    let mut config = gossip::Config::new(addresses.len(), seed, send_for_us, wait_for_us);
+    config.tick_us = tick_ms * 1000;
+    config.batch_values = number(&matches, "batch", gossip::BATCH_VALUES_MAX)?;
+    if !(2..=gossip::BATCH_VALUES_MAX).contains(&config.batch_values)
+        || config.batch_values % 2 != 0
+    {
+        return Err(Exit::Usage("--batch must be even, 2..=1024".to_string()));
+    }
+    config.window_messages = number(&matches, "window", gossip::WINDOW_MESSAGES)?;
+    if !(1024..=1 << 26).contains(&config.window_messages) {
+        return Err(Exit::Usage(
+            "--window must be 1024..=67108864 messages".to_string(),
+        ));
+    }
     let address = addresses[node];
     let role = Gossip::new(config, node);
     let driver = Driver::new(

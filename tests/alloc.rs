@@ -77,13 +77,7 @@ fn gossip_message_path_does_not_allocate() {
         .collect();
     let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     drop(listeners);
-    let config = gossip::Config {
-        nodes,
-        seed: 1,
-        send_for_us: 2_500_000,
-        wait_for_us: 2_000_000,
-        tick_us: 10_000,
-    };
+    let config = gossip::Config::new(nodes, 1, 2_500_000, 2_000_000);
     let threads: Vec<_> = (0..nodes)
         .map(|node| {
             let net_config = net::Config {

@@ -4,7 +4,7 @@
 //!
 //! # Algorithm
 //! - **Streams.** Node `o` produces stream `o`: values from Xoshiro256++ seeded with the run's
-//!   seed and jumped `o` times (disjoint streams), generated in batches of `BATCH_VALUES` that
+//!   seed and jumped `o` times (disjoint streams), generated in batches (`batch_values`, default 1024) that
 //!   share one send timestamp (µs since the Unix epoch, strictly increasing per origin).
 //! - **Order.** Messages are ordered by (timestamp, origin, seq): a total order consistent with
 //!   every sender's send order, and one every node computes alike.
@@ -12,7 +12,7 @@
 //!   has received, and accepts a batch only where it continues that prefix (duplicates and gaps
 //!   are dropped). The origin pushes its stream to each peer from a per-peer cursor, as fast as
 //!   that peer's out buffer drains; generation pauses when no peer can take more, or when any
-//!   connected peer has `WINDOW_MESSAGES` unacknowledged (bounded memory, real backpressure).
+//!   connected peer has `window_messages` unacknowledged (bounded memory, real backpressure).
 //! - **State.** Every `tick` each node sends each peer its `GossipState`: per origin `have`,
 //!   the announced final length `fin`, and whether it is connected to that origin. This is the
 //!   acknowledgement (what may be forgotten), the watermark, and how `fin` spreads.
@@ -55,19 +55,16 @@ use crate::wire::{
 };
 use crate::{debug, info};
 
-/// Values generated per batch (one timestamp).
-pub const BATCH_VALUES: usize = 1024;
-/// Flow control: at most this many of our messages may be unacknowledged by a connected peer.
-/// It bounds memory (what is kept for resend) and queueing delay; the ack round trip is about
-/// one tick, so the window must cover a tick of sending at full speed with room to spare.
+/// Most values generated per batch (one timestamp); the default batch size.
+pub const BATCH_VALUES_MAX: usize = 1024;
+/// Flow control default: at most this many of our messages may be unacknowledged by a connected
+/// peer. It bounds memory (what is kept for resend) and queueing delay; the ack round trip is
+/// about one tick, so the window must cover a tick of sending at full speed with room to spare.
 pub const WINDOW_MESSAGES: u64 = 1 << 20;
 /// Generation stops while this node holds more messages than this (all origins together):
 /// 2^27 values are 512 MiB. Reached only when folding or acknowledgement stalls for long —
 /// a dead or cut-off node — since everything after that point must be kept for resend.
 const RETAINED_VALUES_MAX: usize = 1 << 27;
-/// Capacity reserved per origin at start, so that the steady state does not allocate: a stream
-/// holds about a window of unacknowledged messages plus those waiting to be ordered.
-const STREAM_VALUES_RESERVED: usize = 2 * WINDOW_MESSAGES as usize;
 /// Ticks without progress after which any node relays to a lagging peer.
 const RELAY_STALE_TICKS: u64 = 5;
 /// Do not start a batch frame with less room than this many values.
@@ -85,9 +82,26 @@ pub struct Config {
     pub send_for_us: Micros,
     pub wait_for_us: Micros,
     pub tick_us: Micros,
+    /// Values per generated batch: even, 2..=`BATCH_VALUES_MAX`.
+    pub batch_values: usize,
+    /// Unacknowledged messages allowed per connected peer.
+    pub window_messages: u64,
 }
 
 impl Config {
+    /// The defaults for everything but what a run must say.
+    pub fn new(nodes: usize, seed: u64, send_for_us: Micros, wait_for_us: Micros) -> Config {
+        Config {
+            nodes,
+            seed,
+            send_for_us,
+            wait_for_us,
+            tick_us: 10_000,
+            batch_values: BATCH_VALUES_MAX,
+            window_messages: WINDOW_MESSAGES,
+        }
+    }
+
     /// When a node gives up waiting and prints what it has: before `send_for + wait_for`, with a
     /// margin for flushing and exiting.
     pub fn deadline_us(&self) -> Micros {
@@ -135,7 +149,7 @@ impl Stream {
     fn with_capacity(values: usize) -> Stream {
         Stream {
             values: VecDeque::with_capacity(values),
-            batches: VecDeque::with_capacity(values / BATCH_VALUES),
+            batches: VecDeque::with_capacity(values / 64),
             ..Stream::default()
         }
     }
@@ -218,6 +232,26 @@ pub struct Stats {
     pub retained_max: u64,
 }
 
+/// The generator of origin `node`'s stream: Xoshiro256++ seeded with `seed`, jumped `node` times.
+pub fn stream_rng(seed: u64, node: NodeId) -> Xoshiro256PlusPlus {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    for _ in 0..node {
+        rng.jump();
+    }
+    rng
+}
+
+/// The next values of a stream: both halves of each 64-bit output, low half first (half the
+/// generator calls of `next_u32`). `values.len()` must be even.
+pub fn fill_stream_values(rng: &mut Xoshiro256PlusPlus, values: &mut [u32]) {
+    assert!(values.len().is_multiple_of(2));
+    for pair in values.chunks_exact_mut(2) {
+        let bits = rng.next_u64();
+        pair[0] = bits as u32;
+        pair[1] = (bits >> 32) as u32;
+    }
+}
+
 pub struct Gossip {
     config: Config,
     node: NodeId,
@@ -239,11 +273,13 @@ pub struct Gossip {
 impl Gossip {
     pub fn new(config: Config, node: NodeId) -> Gossip {
         assert!(node < config.nodes);
+        assert!((2..=BATCH_VALUES_MAX).contains(&config.batch_values));
+        assert!(config.batch_values.is_multiple_of(2));
         let nodes = config.nodes;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
-        for _ in 0..node {
-            rng.jump();
-        }
+        // Reserved up front so that the steady state does not allocate: a stream holds about a
+        // window of unacknowledged messages plus those waiting to be ordered.
+        let reserved = 2 * config.window_messages as usize;
+        let rng = stream_rng(config.seed, node);
         let peers = (0..nodes)
             .map(|_| PeerView {
                 up: false,
@@ -268,7 +304,7 @@ impl Gossip {
             started_us: 0,
             last_timestamp_us: 0,
             streams: (0..nodes)
-                .map(|_| Stream::with_capacity(STREAM_VALUES_RESERVED))
+                .map(|_| Stream::with_capacity(reserved))
                 .collect(),
             peers,
             checksum: Checksum::default(),
@@ -278,6 +314,11 @@ impl Gossip {
             result: None,
             config,
         }
+    }
+
+    /// Per origin, how many messages this node holds (after the run: how many it counted).
+    pub fn held(&self) -> Vec<u64> {
+        self.streams.iter().map(|stream| stream.have).collect()
     }
 
     fn nodes(&self) -> usize {
@@ -318,7 +359,7 @@ impl Gossip {
         let mut caught_up = false;
         for peer in self.others().filter(|&peer| self.peers[peer].up) {
             let view = &self.peers[peer];
-            if have.saturating_sub(view.reported[self.node].have) >= WINDOW_MESSAGES {
+            if have.saturating_sub(view.reported[self.node].have) >= self.config.window_messages {
                 return false;
             }
             caught_up |= view.cursor[self.node] >= have;
@@ -329,15 +370,11 @@ impl Gossip {
     fn generate(&mut self, now_us: Micros) {
         let timestamp_us = now_us.max(self.last_timestamp_us + 1);
         self.last_timestamp_us = timestamp_us;
-        let mut values = [0u32; BATCH_VALUES];
-        // Both halves of each 64-bit output: half the generator calls of `next_u32`.
-        for pair in values.chunks_exact_mut(2) {
-            let bits = self.rng.next_u64();
-            pair[0] = bits as u32;
-            pair[1] = (bits >> 32) as u32;
-        }
-        self.streams[self.node].push(timestamp_us, &values);
-        self.stats.generated += BATCH_VALUES as u64;
+        let mut buffer = [0u32; BATCH_VALUES_MAX];
+        let values = &mut buffer[..self.config.batch_values];
+        fill_stream_values(&mut self.rng, values);
+        self.streams[self.node].push(timestamp_us, values);
+        self.stats.generated += values.len() as u64;
     }
 
     fn push_peer(&mut self, io: &mut impl Io, peer: NodeId) {
@@ -447,10 +484,10 @@ impl Gossip {
         }
         let skip = (stream.have - batch.first_seq) as usize;
         let take = (end - stream.have) as usize;
-        let mut scratch = [0u32; BATCH_VALUES];
+        let mut scratch = [0u32; BATCH_VALUES_MAX];
         let mut at = skip;
         while at < skip + take {
-            let chunk = &mut scratch[..(skip + take - at).min(BATCH_VALUES)];
+            let chunk = &mut scratch[..(skip + take - at).min(BATCH_VALUES_MAX)];
             batch.values.copy_to(at, chunk);
             stream.push(batch.timestamp_us, chunk);
             at += chunk.len();
