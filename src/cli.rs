@@ -16,6 +16,7 @@ usage: pollen SUBCOMMAND [OPTIONS]
 
 subcommands:
   gossip    broadcast seeded random numbers to all peers; all print the same (count, checksum)
+  sim ROLE  run ROLE in the deterministic simulator with injected faults, and check it
   ports N   print N free TCP ports on 127.0.0.1 (for scripts)
 
 `pollen SUBCOMMAND --help` describes each.";
@@ -35,6 +36,7 @@ pub fn main(args: &[String]) -> i32 {
     let result = match command {
         Some("gossip") => run_gossip(rest),
         Some("ports") => run_ports(rest),
+        Some("sim") => run_sim(rest),
         Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
@@ -243,6 +245,136 @@ fn run_ports(args: &[String]) -> Result<(), Exit> {
             .map_err(|e| Exit::Failure(e.to_string()))?
             .port();
         println!("{port}");
+    }
+    Ok(())
+}
+
+fn run_sim(args: &[String]) -> Result<(), Exit> {
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt("", "nodes", "number of nodes (default 4)", "N");
+    options.optopt("", "seed", "first simulation seed (default 0)", "S");
+    options.optopt(
+        "",
+        "seeds",
+        "number of seeds to run, S, S+1, ... (default 1)",
+        "K",
+    );
+    options.optopt(
+        "",
+        "faults",
+        "none|links|partitions|crashes|all (default all)",
+        "KIND",
+    );
+    options.optopt(
+        "",
+        "send-for",
+        "virtual seconds of sending (default 0.5)",
+        "SECS",
+    );
+    options.optopt(
+        "",
+        "wait-for",
+        "virtual seconds of settling (default 1.5)",
+        "SECS",
+    );
+    options.optopt(
+        "",
+        "with-seed",
+        "the role's own seed (default: the simulation seed)",
+        "N",
+    );
+    options.optopt(
+        "",
+        "batch",
+        "gossip messages per batch, even (default 16)",
+        "N",
+    );
+    options.optflag(
+        "",
+        "trace",
+        "print every delivery, timer and fault (one seed)",
+    );
+    let brief = "usage: pollen sim gossip [--nodes N] [--seed S] [--seeds K] [--faults KIND] \
+                 [--send-for SECS] [--wait-for SECS] [--with-seed N] [--batch N] [--trace]";
+    let (role, rest) = match args.split_first() {
+        Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
+        _ => {
+            parse(&options, args, brief)?;
+            return Err(Exit::Usage("sim: missing ROLE (gossip)".to_string()));
+        }
+    };
+    let matches = parse(&options, rest, brief)?;
+    if role != "gossip" {
+        return Err(Exit::Usage(format!("sim: unknown role {role:?} (gossip)")));
+    }
+    let nodes: usize = number(&matches, "nodes", 4)?;
+    if !(2..=64).contains(&nodes) {
+        return Err(Exit::Usage("--nodes must be 2..=64".to_string()));
+    }
+    let first: u64 = number(&matches, "seed", 0)?;
+    let seeds: u64 = number(&matches, "seeds", 1)?;
+    let kinds: crate::sim::faults::Kinds = matches
+        .opt_str("faults")
+        .unwrap_or("all".to_string())
+        .parse()
+        .map_err(Exit::Usage)?;
+    let trace = matches.opt_present("trace");
+    let mut options = crate::sim::gossip::Options::new(nodes, first, kinds);
+    if matches.opt_present("send-for") {
+        options.send_for_us = seconds(&matches, "send-for")?;
+    }
+    if matches.opt_present("wait-for") {
+        options.wait_for_us = seconds(&matches, "wait-for")?;
+    }
+    options.batch_values = number(&matches, "batch", options.batch_values)?;
+    if !(2..=gossip::BATCH_VALUES_MAX).contains(&options.batch_values)
+        || options.batch_values % 2 != 0
+    {
+        return Err(Exit::Usage("--batch must be even, 2..=1024".to_string()));
+    }
+    let role_seed: Option<u64> = matches
+        .opt_str("with-seed")
+        .map(|_| number(&matches, "with-seed", 0))
+        .transpose()?;
+    options.trace = trace;
+    let started = std::time::Instant::now();
+    let mut deliveries = 0;
+    let mut failures = 0;
+    for seed in first..first.saturating_add(seeds) {
+        options.seed = seed;
+        options.role_seed = role_seed.unwrap_or(seed);
+        let report = crate::sim::gossip::run(&options);
+        deliveries += report.stats.deliveries;
+        if let Some(trace) = &report.trace {
+            print!("{trace}");
+        }
+        match &report.failure {
+            None => println!(
+                "seed {seed}: ok {} ({} deliveries, {} faults)",
+                report
+                    .lines
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map_or("-", String::as_str),
+                report.stats.deliveries,
+                report.faults.len()
+            ),
+            Some(failure) => {
+                failures += 1;
+                println!("seed {seed}: FAILED {failure}");
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{seeds} seeds, {failures} failed; {deliveries} deliveries in {elapsed:.2} s \
+         ({:.2} M deliveries/s)",
+        deliveries as f64 / elapsed / 1e6
+    );
+    if failures > 0 {
+        return Err(Exit::Failure(format!("{failures} of {seeds} seeds failed")));
     }
     Ok(())
 }

@@ -11,4 +11,5 @@ pub mod net;
 pub mod node;
 pub mod peers;
 pub mod roles;
+pub mod sim;
 pub mod wire;

@@ -51,7 +51,7 @@ use crate::node::{Io, Micros, NodeId, Role, Timer};
 use crate::roles::checksum::Checksum;
 use crate::wire::{
     FIN_UNKNOWN, GOSSIP_BATCH_VALUES_MAX, GossipBatch, GossipState, HEADER_LEN, Items, Message,
-    ORIGIN_CONNECTED, OriginState,
+    ORIGIN_COMPLETE, ORIGIN_CONNECTED, OriginState,
 };
 use crate::{debug, info};
 
@@ -264,9 +264,10 @@ pub struct Gossip {
     checksum: Checksum,
     /// Scratch for encoding our state; sized once.
     state: Vec<OriginState>,
-    announced_complete: bool,
+    /// Per node: known to hold every stream complete (from its own state or relayed).
+    known_complete: Vec<bool>,
     pub stats: Stats,
-    /// The printed result and whether every stream was complete when it was printed.
+    /// The printed result, and whether this node held every stream to its announced end.
     pub result: Option<(Checksum, bool)>,
 }
 
@@ -309,7 +310,7 @@ impl Gossip {
             peers,
             checksum: Checksum::default(),
             state: vec![OriginState::default(); nodes],
-            announced_complete: false,
+            known_complete: vec![false; nodes],
             stats: Stats::default(),
             result: None,
             config,
@@ -430,10 +431,14 @@ impl Gossip {
         for origin in 0..self.nodes() {
             let stream = &self.streams[origin];
             let connected = origin == self.node || self.peers[origin].up;
+            let mut flags = if connected { ORIGIN_CONNECTED } else { 0 };
+            if self.known_complete[origin] {
+                flags |= ORIGIN_COMPLETE;
+            }
             self.state[origin] = OriginState {
                 have: stream.have,
                 fin: stream.fin.unwrap_or(FIN_UNKNOWN),
-                flags: if connected { ORIGIN_CONNECTED } else { 0 },
+                flags,
             };
         }
         let message = Message::GossipState(GossipState {
@@ -514,6 +519,9 @@ impl Gossip {
             }
             view.reported[origin] = reported;
             view.cursor[origin] = view.cursor[origin].max(reported.have);
+            if reported.flags & ORIGIN_COMPLETE != 0 {
+                self.known_complete[origin] = true;
+            }
             let stream = &mut self.streams[origin];
             if reported.fin != FIN_UNKNOWN && stream.fin.is_none() && origin != self.node {
                 if reported.fin < stream.have {
@@ -629,32 +637,30 @@ impl Gossip {
         self.streams.iter().all(Stream::closed)
     }
 
-    fn peers_complete(&self) -> bool {
-        self.others().all(|peer| {
-            let reported = &self.peers[peer].reported;
-            self.streams
-                .iter()
-                .zip(reported)
-                .all(|(stream, state)| Some(state.have) == stream.fin)
-        })
-    }
-
+    /// Prints once this node and every other is known to hold every stream complete. Knowledge
+    /// of completeness spreads through everyone's state, so a node cut off from one peer at the
+    /// end still learns from the others that the peer is done.
     fn try_finish(&mut self, io: &mut impl Io) {
         if self.phase != Phase::Settle || !self.complete() {
             return;
         }
-        if !self.announced_complete {
-            self.announced_complete = true;
+        if !self.known_complete[self.node] {
+            self.known_complete[self.node] = true;
             self.broadcast_state(io);
         }
-        if self.peers_complete() {
-            self.finish(io, true);
+        if self.known_complete.iter().all(|&complete| complete) {
+            self.finish(io);
         }
     }
 
-    fn finish(&mut self, io: &mut impl Io, complete: bool) {
-        let unfinished: Vec<NodeId> = (0..self.nodes())
-            .filter(|&origin| self.streams[origin].fin.is_none())
+    /// Prints the result and stops: at once when everyone is known complete, or at the deadline
+    /// with whatever this node holds (a warning says what was missing or unconfirmed).
+    fn finish(&mut self, io: &mut impl Io) {
+        let incomplete: Vec<NodeId> = (0..self.nodes())
+            .filter(|&origin| !self.streams[origin].closed())
+            .collect();
+        let unconfirmed: Vec<NodeId> = (0..self.nodes())
+            .filter(|&node| !self.known_complete[node])
             .collect();
         for stream in &mut self.streams {
             stream.fin = Some(stream.have);
@@ -666,14 +672,20 @@ impl Gossip {
                 .all(|stream| stream.folded == stream.have)
         );
         self.phase = Phase::Done;
-        self.result = Some((self.checksum, complete));
+        self.result = Some((self.checksum, incomplete.is_empty()));
         io.output(format_args!("{}", self.checksum));
         self.broadcast_state(io);
         let elapsed_us = io.now() - self.started_us;
-        if !complete {
+        if !incomplete.is_empty() {
             info!(
-                "node {}: warning: deadline reached before every stream was confirmed complete \
-                 (no end-of-stream from {unfinished:?}); printed what this node holds",
+                "node {}: warning: deadline reached with the streams of {incomplete:?} unfinished \
+                 (no end-of-stream seen, or not all of it held); printed what this node holds",
+                self.node
+            );
+        } else if !unconfirmed.is_empty() {
+            info!(
+                "node {}: warning: deadline reached holding every stream, but nodes \
+                 {unconfirmed:?} were never confirmed complete",
                 self.node
             );
         }
@@ -784,7 +796,7 @@ impl Role for Gossip {
                 self.broadcast_state(io);
                 self.try_finish(io);
             }
-            TIMER_DEADLINE => self.finish(io, false),
+            TIMER_DEADLINE => self.finish(io),
             other => debug!("node {}: unknown timer {other:?}", self.node),
         }
         self.invariants();

@@ -152,13 +152,16 @@ pub struct OriginState {
     pub have: u64,
     /// The stream's announced final length, or `FIN_UNKNOWN`.
     pub fin: u64,
-    /// Bit flags, `ORIGIN_CONNECTED`.
+    /// Bit flags: `ORIGIN_CONNECTED`, `ORIGIN_COMPLETE`.
     pub flags: u8,
 }
 
 pub const FIN_UNKNOWN: u64 = u64::MAX;
 /// The sender has a live connection to this origin (or is it).
 pub const ORIGIN_CONNECTED: u8 = 1;
+/// The sender knows that node (this entry's index) holds every stream complete: it said so
+/// itself, or someone relayed that it had. Once true it stays true.
+pub const ORIGIN_COMPLETE: u8 = 2;
 
 mod origin_state {
     use std::ops::Range;
