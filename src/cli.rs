@@ -95,6 +95,15 @@ fn number<T: std::str::FromStr>(matches: &Matches, name: &str, default: T) -> Re
     }
 }
 
+/// Gossip's `--batch`: an even number of messages, at most `BATCH_VALUES_MAX`.
+fn batch_values(matches: &Matches, default: usize) -> Result<usize, Exit> {
+    let batch = number(matches, "batch", default)?;
+    if !(2..=gossip::BATCH_VALUES_MAX).contains(&batch) || !batch.is_multiple_of(2) {
+        return Err(Exit::Usage("--batch must be even, 2..=1024".to_string()));
+    }
+    Ok(batch)
+}
+
 /// Seconds (fractions allowed) as microseconds.
 fn seconds(matches: &Matches, name: &str) -> Result<Micros, Exit> {
     let text = matches
@@ -187,12 +196,7 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
     let node = peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?;
     let mut config = gossip::Config::new(addresses.len(), seed, send_for_us, wait_for_us);
     config.tick_us = tick_ms * 1000;
-    config.batch_values = number(&matches, "batch", gossip::BATCH_VALUES_MAX)?;
-    if !(2..=gossip::BATCH_VALUES_MAX).contains(&config.batch_values)
-        || config.batch_values % 2 != 0
-    {
-        return Err(Exit::Usage("--batch must be even, 2..=1024".to_string()));
-    }
+    config.batch_values = batch_values(&matches, gossip::BATCH_VALUES_MAX)?;
     config.window_messages = number(&matches, "window", gossip::WINDOW_MESSAGES)?;
     if !(1024..=1 << 26).contains(&config.window_messages) {
         return Err(Exit::Usage(
@@ -327,12 +331,10 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
     if matches.opt_present("wait-for") {
         options.wait_for_us = seconds(&matches, "wait-for")?;
     }
-    options.batch_values = number(&matches, "batch", options.batch_values)?;
-    if !(2..=gossip::BATCH_VALUES_MAX).contains(&options.batch_values)
-        || options.batch_values % 2 != 0
-    {
-        return Err(Exit::Usage("--batch must be even, 2..=1024".to_string()));
-    }
+    let batch: Option<usize> = matches
+        .opt_present("batch")
+        .then(|| batch_values(&matches, 0))
+        .transpose()?;
     let role_seed: Option<u64> = matches
         .opt_str("with-seed")
         .map(|_| number(&matches, "with-seed", 0))
@@ -342,8 +344,12 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
     let mut deliveries = 0;
     let mut failures = 0;
     for seed in first..first.saturating_add(seeds) {
-        options.seed = seed;
+        options = crate::sim::gossip::Options { seed, ..options };
         options.role_seed = role_seed.unwrap_or(seed);
+        options.batch_values = batch.unwrap_or(
+            crate::sim::gossip::BATCH_SIZES
+                [(seed % crate::sim::gossip::BATCH_SIZES.len() as u64) as usize],
+        );
         let report = crate::sim::gossip::run(&options);
         deliveries += report.stats.deliveries;
         if let Some(trace) = &report.trace {

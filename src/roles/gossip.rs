@@ -142,6 +142,9 @@ struct Stream {
     fin: Option<u64>,
     /// Messages `[0, folded)` are in the checksum.
     folded: u64,
+    /// Index in `batches` of the batch holding seq `folded` (when `folded < have`): the fold
+    /// walks batches in order, so it keeps its place instead of searching.
+    fold_batch: usize,
     latest_timestamp_us: Option<u64>,
 }
 
@@ -156,6 +159,13 @@ impl Stream {
 
     fn closed(&self) -> bool {
         self.fin == Some(self.have)
+    }
+
+    /// The batch holding seq `folded`, which must be below `have`.
+    fn fold_batch(&self) -> &Batch {
+        let batch = &self.batches[self.fold_batch];
+        debug_assert!(batch.first_seq <= self.folded && self.folded < batch.end());
+        batch
     }
 
     fn batch_at(&self, seq: u64) -> &Batch {
@@ -182,7 +192,13 @@ impl Stream {
         self.values.extend(values);
         let count = values.len() as u64;
         match self.batches.back_mut() {
-            Some(last) if last.timestamp_us == timestamp_us => last.count += count,
+            Some(last) if last.timestamp_us == timestamp_us => {
+                last.count += count;
+                // The fold may have finished this batch and moved past it: step back into it.
+                if self.fold_batch == self.batches.len() {
+                    self.fold_batch -= 1;
+                }
+            }
             _ => self.batches.push_back(Batch {
                 timestamp_us,
                 first_seq,
@@ -203,6 +219,7 @@ impl Stream {
         self.base = seq;
         while self.batches.front().is_some_and(|batch| batch.end() <= seq) {
             self.batches.pop_front();
+            self.fold_batch -= 1;
         }
     }
 }
@@ -592,7 +609,7 @@ impl Gossip {
             let mut next: Option<(u64, NodeId)> = None;
             for (origin, stream) in self.streams.iter().enumerate() {
                 if stream.folded < stream.have {
-                    let key = (stream.batch_at(stream.folded).timestamp_us, origin);
+                    let key = (stream.fold_batch().timestamp_us, origin);
                     next = Some(next.map_or(key, |best| best.min(key)));
                 }
             }
@@ -610,11 +627,15 @@ impl Gossip {
                 return;
             }
             let stream = &mut self.streams[origin];
-            let end = stream.batch_at(stream.folded).end().min(stream.have);
+            let batch_end = stream.fold_batch().end();
+            let end = batch_end.min(stream.have);
             while stream.folded < end {
                 let values = stream.slice(stream.folded, (end - stream.folded) as usize);
                 self.checksum.fold(values);
                 stream.folded += values.len() as u64;
+            }
+            if stream.folded == batch_end {
+                stream.fold_batch += 1;
             }
         }
     }
@@ -727,6 +748,7 @@ impl Gossip {
     fn invariants(&self) {
         for stream in &self.streams {
             assert!(stream.base <= stream.folded && stream.folded <= stream.have);
+            assert!(stream.folded == stream.have || stream.fold_batch < stream.batches.len());
             assert_eq!(stream.base + stream.values.len() as u64, stream.have);
             assert!(stream.fin.is_none_or(|fin| stream.have <= fin));
         }

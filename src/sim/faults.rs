@@ -123,7 +123,7 @@ pub fn schedule(seed: u64, plan: &Plan) -> Vec<(Micros, Fault)> {
             Kinds::Links => link_break(&mut rng, plan, &mut faults),
             Kinds::Partitions => partition(&mut rng, plan, &mut faults),
             Kinds::Crashes => {
-                if crashes < plan.crashes_max && rng.next_u32() % 2 == 0 {
+                if crashes < plan.crashes_max && rng.next_u32().is_multiple_of(2) {
                     crashes += 1;
                     crash(&mut rng, plan, &mut faults);
                 } else {
@@ -168,7 +168,7 @@ fn partition(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micros
         // One side cut off from the rest, both directions.
         0 | 1 => {
             let side: Vec<bool> = loop {
-                let side: Vec<bool> = (0..n).map(|_| rng.next_u32() % 2 == 0).collect();
+                let side: Vec<bool> = (0..n).map(|_| rng.next_u32().is_multiple_of(2)).collect();
                 if side.iter().any(|&s| s) && side.iter().any(|&s| !s) {
                     break side;
                 }

@@ -37,8 +37,14 @@ pub struct Options {
     pub tick_us: Micros,
     pub batch_values: usize,
     pub net: NetConfig,
+    /// Faults added to the seed's schedule (for hand-written scenarios).
+    pub extra_faults: Vec<(Micros, Fault)>,
     pub trace: bool,
 }
+
+/// Batch sizes the seeds cycle through: many small frames, and batches big enough that frames
+/// split them (which exercises partial batches, relayed continuations and fold boundaries).
+pub const BATCH_SIZES: [usize; 3] = [16, 64, 256];
 
 impl Options {
     pub fn new(nodes: usize, seed: u64, faults: Kinds) -> Options {
@@ -50,11 +56,12 @@ impl Options {
             send_for_us: 500_000,
             wait_for_us: 1_500_000,
             tick_us: 10_000,
-            batch_values: 16,
+            batch_values: BATCH_SIZES[(seed % BATCH_SIZES.len() as u64) as usize],
             net: NetConfig {
                 clock_skew: 0.01,
                 ..NetConfig::default()
             },
+            extra_faults: Vec::new(),
             trace: false,
         }
     }
@@ -171,14 +178,17 @@ impl Observer for Checker {
         if let Message::GossipBatch(batch) = message
             && batch.origin as usize == from
         {
-            let entry = (batch.values.len() as u64, batch.timestamp_us);
-            let previous = self.stamps[from].insert(batch.first_seq, entry);
-            if previous.is_some_and(|(_, timestamp)| timestamp != entry.1) {
-                self.errors.push(format!(
-                    "origin {from} re-sent seq {} with a new stamp",
-                    batch.first_seq
-                ));
+            let (count, timestamp) = (batch.values.len() as u64, batch.timestamp_us);
+            // A resend may start at the same seq with a shorter frame: keep the longest.
+            let entry = self.stamps[from]
+                .entry(batch.first_seq)
+                .or_insert((count, timestamp));
+            if entry.1 != timestamp {
+                let seq = batch.first_seq;
+                self.errors
+                    .push(format!("origin {from} re-sent seq {seq} with a new stamp"));
             }
+            entry.0 = entry.0.max(count);
         }
     }
 
@@ -195,8 +205,31 @@ impl Observer for Checker {
     }
 }
 
-/// Runs one simulated gossip cluster and checks it.
+/// Runs one simulated gossip cluster and checks it. A panic in a role (an invariant) is a
+/// failure like any other, reported with the command that reproduces it.
 pub fn run(options: &Options) -> Report {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(options)));
+    outcome.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Report {
+            failure: Some(format!(
+                "panicked: {message}\n  reproduce: {}",
+                options.command()
+            )),
+            stats: SimStats::default(),
+            lines: Vec::new(),
+            faults: Vec::new(),
+            trace: None,
+            count: 0,
+        }
+    })
+}
+
+fn simulate(options: &Options) -> Report {
     crate::log::set_level(crate::log::LEVEL_QUIET);
     let nodes = options.nodes;
     let mut config = gossip::Config::new(
@@ -226,7 +259,8 @@ pub fn run(options: &Options) -> Report {
         crashes_max: (nodes - 1) / 2,
         restart: false,
     };
-    let schedule = faults::schedule(options.seed, &plan);
+    let mut schedule = faults::schedule(options.seed, &plan);
+    schedule.extend(options.extra_faults.iter().cloned());
     sim.schedule(&schedule);
     sim.run_until(options.send_for_us + options.wait_for_us + 1_000_000);
     let lines: Vec<Option<String>> = (0..nodes)

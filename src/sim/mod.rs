@@ -65,7 +65,7 @@ impl Default for NetConfig {
             latency_min_us: 50,
             latency_max_us: 2_000,
             jitter_us: 200,
-            bandwidth_bytes_per_s: 1_000_000,
+            bandwidth_bytes_per_s: 400_000,
             window_bytes: 16 * 1024,
             reconnect_min_us: 5_000,
             reconnect_max_us: 50_000,
@@ -236,7 +236,7 @@ impl<R: Role, O: Observer> Sim<R, O> {
         mut factory: Box<dyn FnMut(NodeId) -> R>,
         trace: bool,
     ) -> Sim<R, O> {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5EED_0F_5111_u64);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED0F_5111_u64);
         let skew_ppm = (config.clock_skew * 1e6) as u64;
         let node_states = (0..nodes)
             .map(|_| NodeState {
@@ -689,10 +689,8 @@ impl<O: Observer> World<O> {
             }
             Action::Timer {
                 key, generation, ..
-            } => {
-                if self.timers.get(key) == Some(&generation) {
-                    self.timers.remove(key);
-                }
+            } if self.timers.get(key) == Some(&generation) => {
+                self.timers.remove(key);
             }
             _ => {}
         }
