@@ -835,3 +835,9 @@ pub fn summary(message: &Message<'_>) -> String {
         }
     }
 }
+
+/// No checking: for simulations whose properties are asserted on the roles afterwards.
+impl Observer for () {}
+
+#[cfg(test)]
+mod tests;
