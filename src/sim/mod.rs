@@ -833,6 +833,32 @@ pub fn summary(message: &Message<'_>) -> String {
             }
             text
         }
+        Message::RingEpoch(epoch) => format!(
+            "RingEpoch {} members {:?} next {} missing {:?}",
+            epoch.epoch,
+            epoch.members.iter().collect::<Vec<_>>(),
+            epoch.next,
+            epoch.missing.iter().collect::<Vec<_>>()
+        ),
+        Message::RingReport(report) => format!(
+            "RingReport {} frozen {} prefix {} approved {:?}",
+            report.epoch,
+            report.frozen,
+            report.prefix,
+            report.approved.iter().collect::<Vec<_>>()
+        ),
+        Message::RingSync(sync) => format!(
+            "RingSync {} prefix {} count {} entries {}",
+            sync.epoch,
+            sync.prefix,
+            sync.count,
+            sync.entries.len()
+        ),
+        Message::RingFreeze(freeze) => format!("{freeze:?}"),
+        Message::RingValue(value) => format!("{value:?}"),
+        Message::RingConfirm(confirm) => format!("{confirm:?}"),
+        Message::RingApprove(approve) => format!("{approve:?}"),
+        Message::RingResult(result) => format!("{result:?}"),
     }
 }
 

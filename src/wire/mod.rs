@@ -13,8 +13,13 @@
 //! provides (the driver hands it the free tail of a connection's out buffer).
 
 mod items;
+mod ring;
 
 pub use items::{Item, Items};
+pub use ring::{
+    IndexValue, NO_NODE, RingApprove, RingConfirm, RingEpoch, RingFreeze, RingReport, RingResult,
+    RingSync, RingValue,
+};
 
 use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
@@ -47,6 +52,14 @@ pub enum Kind {
     Hello = 1,
     GossipBatch = 2,
     GossipState = 3,
+    RingEpoch = 4,
+    RingFreeze = 5,
+    RingValue = 6,
+    RingConfirm = 7,
+    RingApprove = 8,
+    RingReport = 9,
+    RingSync = 10,
+    RingResult = 11,
 }
 
 impl Kind {
@@ -55,6 +68,14 @@ impl Kind {
             1 => Some(Kind::Hello),
             2 => Some(Kind::GossipBatch),
             3 => Some(Kind::GossipState),
+            4 => Some(Kind::RingEpoch),
+            5 => Some(Kind::RingFreeze),
+            6 => Some(Kind::RingValue),
+            7 => Some(Kind::RingConfirm),
+            8 => Some(Kind::RingApprove),
+            9 => Some(Kind::RingReport),
+            10 => Some(Kind::RingSync),
+            11 => Some(Kind::RingResult),
             _ => None,
         }
     }
@@ -199,6 +220,14 @@ pub enum Message<'a> {
     Hello(Hello<'a>),
     GossipBatch(GossipBatch<'a>),
     GossipState(GossipState<'a>),
+    RingEpoch(RingEpoch<'a>),
+    RingFreeze(RingFreeze),
+    RingValue(RingValue),
+    RingConfirm(RingConfirm),
+    RingApprove(RingApprove),
+    RingReport(RingReport<'a>),
+    RingSync(RingSync<'a>),
+    RingResult(RingResult),
 }
 
 impl<'a> Message<'a> {
@@ -207,6 +236,14 @@ impl<'a> Message<'a> {
             Message::Hello(_) => Kind::Hello,
             Message::GossipBatch(_) => Kind::GossipBatch,
             Message::GossipState(_) => Kind::GossipState,
+            Message::RingEpoch(_) => Kind::RingEpoch,
+            Message::RingFreeze(_) => Kind::RingFreeze,
+            Message::RingValue(_) => Kind::RingValue,
+            Message::RingConfirm(_) => Kind::RingConfirm,
+            Message::RingApprove(_) => Kind::RingApprove,
+            Message::RingReport(_) => Kind::RingReport,
+            Message::RingSync(_) => Kind::RingSync,
+            Message::RingResult(_) => Kind::RingResult,
         }
     }
 
@@ -262,6 +299,30 @@ impl<'a> Message<'a> {
                 }
                 Ok(Message::GossipState(GossipState { origins }))
             }
+            Kind::RingEpoch => RingEpoch::decode(payload)
+                .map(Message::RingEpoch)
+                .map_err(malformed),
+            Kind::RingFreeze => RingFreeze::decode(payload)
+                .map(Message::RingFreeze)
+                .map_err(malformed),
+            Kind::RingValue => RingValue::decode(payload)
+                .map(Message::RingValue)
+                .map_err(malformed),
+            Kind::RingConfirm => RingConfirm::decode(payload)
+                .map(Message::RingConfirm)
+                .map_err(malformed),
+            Kind::RingApprove => RingApprove::decode(payload)
+                .map(Message::RingApprove)
+                .map_err(malformed),
+            Kind::RingReport => RingReport::decode(payload)
+                .map(Message::RingReport)
+                .map_err(malformed),
+            Kind::RingSync => RingSync::decode(payload)
+                .map(Message::RingSync)
+                .map_err(malformed),
+            Kind::RingResult => RingResult::decode(payload)
+                .map(Message::RingResult)
+                .map_err(malformed),
         }
     }
 
@@ -272,6 +333,14 @@ impl<'a> Message<'a> {
                 Message::Hello(hello) => hello::CLUSTER + hello.cluster.len(),
                 Message::GossipBatch(batch) => gossip_batch::VALUES + batch.values.encoded_len(),
                 Message::GossipState(state) => state.origins.encoded_len(),
+                Message::RingEpoch(epoch) => epoch.encoded_len(),
+                Message::RingFreeze(_) => RingFreeze::LEN,
+                Message::RingValue(_) => RingValue::LEN,
+                Message::RingConfirm(_) => RingConfirm::LEN,
+                Message::RingApprove(_) => RingApprove::LEN,
+                Message::RingReport(report) => report.encoded_len(),
+                Message::RingSync(sync) => sync.encoded_len(),
+                Message::RingResult(_) => RingResult::LEN,
             }
     }
 
@@ -302,6 +371,14 @@ impl<'a> Message<'a> {
                 batch.values.encode(&mut payload[gossip_batch::VALUES..]);
             }
             Message::GossipState(state) => state.origins.encode(payload),
+            Message::RingEpoch(epoch) => epoch.encode(payload),
+            Message::RingFreeze(freeze) => freeze.encode(payload),
+            Message::RingValue(value) => value.encode(payload),
+            Message::RingConfirm(confirm) => confirm.encode(payload),
+            Message::RingApprove(approve) => approve.encode(payload),
+            Message::RingReport(report) => report.encode(payload),
+            Message::RingSync(sync) => sync.encode(payload),
+            Message::RingResult(result) => result.encode(payload),
         }
         length
     }
