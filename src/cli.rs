@@ -9,6 +9,7 @@ use getopts::{Matches, Options};
 use crate::net::{self, Driver};
 use crate::node::Micros;
 use crate::roles::gossip::{self, Gossip};
+use crate::roles::ring::{self, Ring};
 use crate::{info, log, peers};
 
 const USAGE: &str = "\
@@ -16,6 +17,7 @@ usage: pollen SUBCOMMAND [OPTIONS]
 
 subcommands:
   gossip    broadcast seeded random numbers to all peers; all print the same (count, checksum)
+  ring      a master drives workers passing numbered values around a ring (cloudy)
   sim ROLE  run ROLE in the deterministic simulator with injected faults, and check it
   ports N   print N free TCP ports on 127.0.0.1 (for scripts)
 
@@ -37,6 +39,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("gossip") => run_gossip(rest),
         Some("ports") => run_ports(rest),
         Some("sim") => run_sim(rest),
+        Some("ring") => run_ring(rest),
         Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
@@ -70,6 +73,11 @@ fn parse(options: &Options, args: &[String], brief: &str) -> Result<Matches, Exi
     if let Some(extra) = matches.free.first() {
         return Err(Exit::Usage(format!("unexpected argument {extra:?}")));
     }
+    set_log_level(&matches);
+    Ok(matches)
+}
+
+fn set_log_level(matches: &Matches) {
     log::set_level(if matches.opt_present("v") {
         log::LEVEL_DEBUG
     } else if matches.opt_present("q") {
@@ -77,7 +85,6 @@ fn parse(options: &Options, args: &[String], brief: &str) -> Result<Matches, Exi
     } else {
         log::LEVEL_INFO
     });
-    Ok(matches)
 }
 
 fn common_options(options: &mut Options) {
@@ -383,4 +390,149 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         return Err(Exit::Failure(format!("{failures} of {seeds} seeds failed")));
     }
     Ok(())
+}
+
+const RING_BRIEF: &str = "\
+usage: pollen ring slave HOST PORT [--peer-config-file FILE] [-v]
+       pollen ring master HOST PORT SEND_US GRACE_US SEED [--peer-config-file FILE]
+                          [--window W] [-v]
+
+The peers file lists the workers (same formats as gossip; default peers.json). A worker finds
+itself in it by HOST:PORT; the master listens on its own HOST:PORT and dials every worker.
+SEND_US and GRACE_US are the send and grace phases in microseconds.";
+
+fn run_ring(args: &[String]) -> Result<(), Exit> {
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt(
+        "",
+        "peer-config-file",
+        "workers' peers file (default peers.json)",
+        "FILE",
+    );
+    options.optopt(
+        "",
+        "window",
+        "values circulating at once, 1..=1024 (default 1)",
+        "W",
+    );
+    options.optopt(
+        "",
+        "tick-duration",
+        "report period in ms (default 10)",
+        "MS",
+    );
+    options.optopt(
+        "",
+        "cluster",
+        "cluster name in the handshake (default pollen-ring)",
+        "NAME",
+    );
+    let matches = parse_with_positionals(&options, args, RING_BRIEF)?;
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let (is_master, host, port, timing) = match words.as_slice() {
+        ["slave" | "worker", host, port] => (false, *host, *port, None),
+        ["master", host, port, send, grace, seed] => {
+            (true, *host, *port, Some((*send, *grace, *seed)))
+        }
+        _ => return Err(Exit::Usage(format!("ring: bad arguments (try --help)"))),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Exit::Usage(format!("ring: bad port {port:?}")))?;
+    let parse_u64 = |name: &str, text: &str| -> Result<u64, Exit> {
+        text.parse()
+            .map_err(|_| Exit::Usage(format!("ring: bad {name} {text:?}")))
+    };
+    let (send_us, grace_us, seed) = match timing {
+        Some((send, grace, seed)) => (
+            parse_u64("SEND_US", send)?,
+            parse_u64("GRACE_US", grace)?,
+            parse_u64("SEED", seed)?,
+        ),
+        None => (0, 0, 0),
+    };
+    let window: u64 = number(&matches, "window", 1)?;
+    if !(1..=ring::WINDOW_MAX).contains(&window) {
+        return Err(Exit::Usage("--window must be 1..=1024".to_string()));
+    }
+    let tick_ms: u64 = number(&matches, "tick-duration", 10)?;
+    if !(1..=10_000).contains(&tick_ms) {
+        return Err(Exit::Usage(
+            "--tick-duration must be 1..=10000 ms".to_string(),
+        ));
+    }
+    let peers_path = matches
+        .opt_str("peer-config-file")
+        .unwrap_or("peers.json".to_string());
+    let mut addresses = peers::load(&peers_path).map_err(Exit::Usage)?;
+    if addresses.len() > ring::WORKERS_MAX {
+        return Err(Exit::Usage(format!(
+            "ring: at most {} workers",
+            ring::WORKERS_MAX
+        )));
+    }
+    let workers = addresses.len();
+    let own = peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
+    let node = if is_master {
+        if addresses.contains(&own) {
+            return Err(Exit::Usage(format!(
+                "ring: the master's {own} is listed as a worker"
+            )));
+        }
+        workers
+    } else {
+        peers::find_self(&addresses, host, port).map_err(Exit::Usage)?
+    };
+    // Workers never dial the master (it has the highest id), so they need not know its address.
+    addresses.push(if is_master {
+        own
+    } else {
+        "0.0.0.0:0".parse().expect("valid")
+    });
+    let config = ring::Config {
+        workers,
+        seed,
+        send_us,
+        grace_us,
+        window,
+        tick_us: tick_ms * 1000,
+    };
+    let cluster = matches
+        .opt_str("cluster")
+        .unwrap_or("pollen-ring".to_string());
+    let driver = Driver::new(
+        net::Config {
+            node,
+            addresses,
+            cluster,
+        },
+        Ring::new(config, node),
+    )
+    .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
+    let (role, _stats) = driver
+        .run()
+        .map_err(|error| Exit::Failure(error.to_string()))?;
+    match role {
+        Ring::Master(master) if master.agreed == Some(false) => {
+            Err(Exit::Failure("workers disagree".to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Like `parse`, but positional words are the caller's to check.
+fn parse_with_positionals(
+    options: &Options,
+    args: &[String],
+    brief: &str,
+) -> Result<Matches, Exit> {
+    let matches = options
+        .parse(args)
+        .map_err(|error| Exit::Usage(error.to_string()))?;
+    if matches.opt_present("help") {
+        return Err(Exit::Help(options.usage(brief)));
+    }
+    set_log_level(&matches);
+    Ok(matches)
 }

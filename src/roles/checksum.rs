@@ -8,6 +8,11 @@
 
 use std::fmt;
 
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+
+use crate::node::NodeId;
+
 /// Decimals printed after the point.
 pub const DIGITS: u32 = 9;
 /// Values folded per inner loop: keeps the weighted partial sum inside a `u64`
@@ -47,6 +52,17 @@ impl Checksum {
     }
 }
 
+/// The checksum alone, `S / 2^32` with `DIGITS` decimals (truncated).
+pub struct Decimal(pub u128);
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 >> 32;
+        let fraction = ((self.0 & 0xFFFF_FFFF) * 10u128.pow(DIGITS)) >> 32;
+        write!(f, "{whole}.{fraction:0width$}", width = DIGITS as usize)
+    }
+}
+
 impl fmt::Display for Checksum {
     /// `(COUNT, CHECKSUM)`, chatterbox's output line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,6 +74,26 @@ impl fmt::Display for Checksum {
             self.count,
             width = DIGITS as usize
         )
+    }
+}
+
+/// The generator of origin `node`'s stream: Xoshiro256++ seeded with `seed`, jumped `node` times.
+pub fn stream_rng(seed: u64, node: NodeId) -> Xoshiro256PlusPlus {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    for _ in 0..node {
+        rng.jump();
+    }
+    rng
+}
+
+/// The next values of a stream: both halves of each 64-bit output, low half first (half the
+/// generator calls of `next_u32`). `values.len()` must be even.
+pub fn fill_stream_values(rng: &mut Xoshiro256PlusPlus, values: &mut [u32]) {
+    assert!(values.len().is_multiple_of(2));
+    for pair in values.chunks_exact_mut(2) {
+        let bits = rng.next_u64();
+        pair[0] = bits as u32;
+        pair[1] = (bits >> 32) as u32;
     }
 }
 

@@ -45,10 +45,9 @@
 use std::collections::VecDeque;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rand_xoshiro::rand_core::{Rng, SeedableRng};
 
 use crate::node::{Io, Micros, NodeId, Role, Timer};
-use crate::roles::checksum::Checksum;
+use crate::roles::checksum::{Checksum, fill_stream_values, stream_rng};
 use crate::wire::{
     FIN_UNKNOWN, GOSSIP_BATCH_VALUES_MAX, GossipBatch, GossipState, HEADER_LEN, Items, Message,
     ORIGIN_COMPLETE, ORIGIN_CONNECTED, OriginState,
@@ -247,26 +246,6 @@ pub struct Stats {
     pub relayed: u64,
     /// Most messages held at once (all origins), sampled every tick.
     pub retained_max: u64,
-}
-
-/// The generator of origin `node`'s stream: Xoshiro256++ seeded with `seed`, jumped `node` times.
-pub fn stream_rng(seed: u64, node: NodeId) -> Xoshiro256PlusPlus {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    for _ in 0..node {
-        rng.jump();
-    }
-    rng
-}
-
-/// The next values of a stream: both halves of each 64-bit output, low half first (half the
-/// generator calls of `next_u32`). `values.len()` must be even.
-pub fn fill_stream_values(rng: &mut Xoshiro256PlusPlus, values: &mut [u32]) {
-    assert!(values.len().is_multiple_of(2));
-    for pair in values.chunks_exact_mut(2) {
-        let bits = rng.next_u64();
-        pair[0] = bits as u32;
-        pair[1] = (bits >> 32) as u32;
-    }
 }
 
 pub struct Gossip {

@@ -3,3 +3,4 @@
 
 pub mod checksum;
 pub mod gossip;
+pub mod ring;

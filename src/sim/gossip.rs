@@ -22,7 +22,8 @@ use super::faults::{self, Fault, Kinds};
 use super::{NetConfig, Observer, Sim, SimStats};
 use crate::node::{Micros, NodeId};
 use crate::roles::checksum::Checksum;
-use crate::roles::gossip::{self, Gossip, fill_stream_values, stream_rng};
+use crate::roles::checksum::{fill_stream_values, stream_rng};
+use crate::roles::gossip::{self, Gossip};
 use crate::wire::Message;
 
 #[derive(Clone, Debug)]
