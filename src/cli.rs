@@ -435,7 +435,7 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
         ["master", host, port, send, grace, seed] => {
             (true, *host, *port, Some((*send, *grace, *seed)))
         }
-        _ => return Err(Exit::Usage(format!("ring: bad arguments (try --help)"))),
+        _ => return Err(Exit::Usage("ring: bad arguments (try --help)".to_string())),
     };
     let port: u16 = port
         .parse()

@@ -107,7 +107,8 @@ impl Config {
 /// needs that; the real driver runs one or the other).
 pub enum Ring {
     Master(Master),
-    Worker(Worker),
+    /// Boxed: a worker is much larger than a master (clippy's `large_enum_variant`).
+    Worker(Box<Worker>),
 }
 
 impl Ring {
@@ -115,7 +116,7 @@ impl Ring {
         if node == config.master() {
             Ring::Master(Master::new(config))
         } else {
-            Ring::Worker(Worker::new(config, node))
+            Ring::Worker(Box::new(Worker::new(config, node)))
         }
     }
 }
