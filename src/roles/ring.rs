@@ -106,15 +106,16 @@ impl Config {
 /// Either end of the ring, so one role type serves every node of a cluster (the simulator
 /// needs that; the real driver runs one or the other).
 pub enum Ring {
-    Master(Master),
-    /// Boxed: a worker is much larger than a master (clippy's `large_enum_variant`).
+    /// Both boxed: they differ a lot in size (clippy's `large_enum_variant`); one allocation
+    /// per node at start.
+    Master(Box<Master>),
     Worker(Box<Worker>),
 }
 
 impl Ring {
     pub fn new(config: Config, node: NodeId) -> Ring {
         if node == config.master() {
-            Ring::Master(Master::new(config))
+            Ring::Master(Box::new(Master::new(config)))
         } else {
             Ring::Worker(Box::new(Worker::new(config, node)))
         }
