@@ -260,10 +260,20 @@ fn run_ports(args: &[String]) -> Result<(), Exit> {
     Ok(())
 }
 
+/// One simulated run's outcome, whatever the role.
+struct SimOutcome {
+    failure: Option<String>,
+    deliveries: u64,
+    line: Option<String>,
+    faults: usize,
+    trace: Option<String>,
+}
+
 fn run_sim(args: &[String]) -> Result<(), Exit> {
+    use crate::sim::{faults::Kinds, gossip as sim_gossip, ring as sim_ring};
     let mut options = Options::new();
     common_options(&mut options);
-    options.optopt("", "nodes", "number of nodes (default 4)", "N");
+    options.optopt("", "nodes", "gossip nodes / ring workers (default 4)", "N");
     options.optopt("", "seed", "first simulation seed (default 0)", "S");
     options.optopt(
         "",
@@ -277,102 +287,135 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "none|links|partitions|crashes|all (default all)",
         "KIND",
     );
-    options.optopt(
-        "",
-        "send-for",
-        "virtual seconds of sending (default 0.5)",
-        "SECS",
-    );
+    options.optopt("", "send-for", "virtual seconds of sending", "SECS");
     options.optopt(
         "",
         "wait-for",
-        "virtual seconds of settling (default 1.5)",
+        "virtual seconds of settling (ring: grace)",
         "SECS",
     );
     options.optopt(
         "",
         "with-seed",
-        "the role's own seed (default: the simulation seed)",
+        "gossip: the role's own seed (default: the seed)",
         "N",
     );
     options.optopt(
         "",
         "batch",
-        "gossip messages per batch, even (default 16)",
+        "gossip: messages per batch (default 16/64/256 by seed)",
         "N",
     );
-    options.optflag(
+    options.optopt(
         "",
-        "trace",
-        "print every delivery, timer and fault (one seed)",
+        "window",
+        "ring: values in flight (default 1/4/16 by seed)",
+        "W",
     );
-    let brief = "usage: pollen sim gossip [--nodes N] [--seed S] [--seeds K] [--faults KIND] \
-                 [--send-for SECS] [--wait-for SECS] [--with-seed N] [--batch N] [--trace]";
+    options.optflag("", "trace", "print every delivery, timer and fault");
+    let brief = "usage: pollen sim gossip|ring [--nodes N] [--seed S] [--seeds K] \
+                 [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
+                 [gossip: --with-seed N --batch N] [ring: --window W]";
     let (role, rest) = match args.split_first() {
         Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
         _ => {
             parse(&options, args, brief)?;
-            return Err(Exit::Usage("sim: missing ROLE (gossip)".to_string()));
+            return Err(Exit::Usage("sim: missing ROLE (gossip|ring)".to_string()));
         }
     };
     let matches = parse(&options, rest, brief)?;
-    if role != "gossip" {
-        return Err(Exit::Usage(format!("sim: unknown role {role:?} (gossip)")));
-    }
     let nodes: usize = number(&matches, "nodes", 4)?;
     if !(2..=64).contains(&nodes) {
         return Err(Exit::Usage("--nodes must be 2..=64".to_string()));
     }
     let first: u64 = number(&matches, "seed", 0)?;
     let seeds: u64 = number(&matches, "seeds", 1)?;
-    let kinds: crate::sim::faults::Kinds = matches
+    let kinds: Kinds = matches
         .opt_str("faults")
         .unwrap_or("all".to_string())
         .parse()
         .map_err(Exit::Usage)?;
     let trace = matches.opt_present("trace");
-    let mut options = crate::sim::gossip::Options::new(nodes, first, kinds);
-    if matches.opt_present("send-for") {
-        options.send_for_us = seconds(&matches, "send-for")?;
-    }
-    if matches.opt_present("wait-for") {
-        options.wait_for_us = seconds(&matches, "wait-for")?;
-    }
-    let batch: Option<usize> = matches
-        .opt_present("batch")
-        .then(|| batch_values(&matches, 0))
-        .transpose()?;
-    let role_seed: Option<u64> = matches
-        .opt_str("with-seed")
-        .map(|_| number(&matches, "with-seed", 0))
-        .transpose()?;
-    options.trace = trace;
+    let send_for = matches
+        .opt_present("send-for")
+        .then(|| seconds(&matches, "send-for"));
+    let send_for = send_for.transpose()?;
+    let wait_for = matches
+        .opt_present("wait-for")
+        .then(|| seconds(&matches, "wait-for"));
+    let wait_for = wait_for.transpose()?;
+    let run_one: Box<dyn Fn(u64) -> SimOutcome> = match role {
+        "gossip" => {
+            let batch = matches
+                .opt_present("batch")
+                .then(|| batch_values(&matches, 0));
+            let batch = batch.transpose()?;
+            let role_seed = matches
+                .opt_present("with-seed")
+                .then(|| number(&matches, "with-seed", 0));
+            let role_seed: Option<u64> = role_seed.transpose()?;
+            Box::new(move |seed| {
+                let mut options = sim_gossip::Options::new(nodes, seed, kinds);
+                options.send_for_us = send_for.unwrap_or(options.send_for_us);
+                options.wait_for_us = wait_for.unwrap_or(options.wait_for_us);
+                options.role_seed = role_seed.unwrap_or(seed);
+                options.batch_values = batch.unwrap_or(options.batch_values);
+                options.trace = trace;
+                let report = sim_gossip::run(&options);
+                SimOutcome {
+                    failure: report.failure,
+                    deliveries: report.stats.deliveries,
+                    line: report.lines.into_iter().flatten().next(),
+                    faults: report.faults.len(),
+                    trace: report.trace,
+                }
+            })
+        }
+        "ring" => {
+            let window = matches
+                .opt_present("window")
+                .then(|| number(&matches, "window", 1));
+            let window: Option<u64> = window.transpose()?;
+            if window.is_some_and(|w| !(1..=ring::WINDOW_MAX).contains(&w)) {
+                return Err(Exit::Usage("--window must be 1..=1024".to_string()));
+            }
+            Box::new(move |seed| {
+                let mut options = sim_ring::Options::new(nodes, seed, kinds);
+                options.send_us = send_for.unwrap_or(options.send_us);
+                options.grace_us = wait_for.unwrap_or(options.grace_us);
+                options.window = window.unwrap_or(options.window);
+                options.trace = trace;
+                let report = sim_ring::run(&options);
+                SimOutcome {
+                    failure: report.failure,
+                    deliveries: report.stats.deliveries,
+                    line: report.lines.into_iter().flatten().next(),
+                    faults: report.faults.len(),
+                    trace: report.trace,
+                }
+            })
+        }
+        other => {
+            return Err(Exit::Usage(format!(
+                "sim: unknown role {other:?} (gossip|ring)"
+            )));
+        }
+    };
     let started = std::time::Instant::now();
     let mut deliveries = 0;
     let mut failures = 0;
     for seed in first..first.saturating_add(seeds) {
-        options = crate::sim::gossip::Options { seed, ..options };
-        options.role_seed = role_seed.unwrap_or(seed);
-        options.batch_values = batch.unwrap_or(
-            crate::sim::gossip::BATCH_SIZES
-                [(seed % crate::sim::gossip::BATCH_SIZES.len() as u64) as usize],
-        );
-        let report = crate::sim::gossip::run(&options);
-        deliveries += report.stats.deliveries;
-        if let Some(trace) = &report.trace {
+        let outcome = run_one(seed);
+        deliveries += outcome.deliveries;
+        if let Some(trace) = &outcome.trace {
             print!("{trace}");
         }
-        match &report.failure {
+        match &outcome.failure {
             None => println!(
                 "seed {seed}: ok {} ({} deliveries, {} faults)",
-                report
-                    .lines
-                    .iter()
-                    .flatten()
-                    .next()
-                    .map_or("-", String::as_str),
-                report.stats.deliveries,
-                report.faults.len()
+                outcome.line.as_deref().unwrap_or("-"),
+                outcome.deliveries,
+                outcome.faults
             ),
             Some(failure) => {
                 failures += 1;

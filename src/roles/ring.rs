@@ -55,7 +55,7 @@ use crate::node::{Io, Micros, NodeId, Role, Timer, TimerKey};
 use crate::roles::checksum::{Checksum, Decimal, stream_rng};
 use crate::wire::{
     IndexValue, Items, Message, NO_NODE, RingApprove, RingConfirm, RingEpoch, RingFreeze,
-    RingReport, RingResult, RingSync, RingValue,
+    RingReport, RingResult, RingSync, RingSyncRequest, RingValue,
 };
 use crate::{debug, info};
 
@@ -165,7 +165,8 @@ const MINE: u8 = 4;
 struct Slot {
     value: u32,
     flags: u8,
-    /// Sequence position in the current epoch.
+    /// The epoch the value was generated in, and its sequence position there.
+    epoch: u32,
     k: u64,
     /// For our own values: members that hold it (bit per node id).
     confirms: u64,
@@ -211,6 +212,10 @@ pub struct Worker {
     missing: Vec<u64>,
     next: u64,
     awaiting_sync: bool,
+    /// The member that holds the state a joiner of this epoch takes.
+    sync_from: NodeId,
+    /// Whether this worker's state is valid: it joined the ring from the start or synced.
+    settled: bool,
     /// Indices `1..=prefix` are folded into `checksum`.
     prefix: u64,
     checksum: Checksum,
@@ -245,6 +250,8 @@ impl Worker {
             missing: Vec::new(),
             next: 1,
             awaiting_sync: false,
+            sync_from: 0,
+            settled: false,
             prefix: 0,
             checksum: Checksum::default(),
             slots: VecDeque::with_capacity(SLOTS_MAX),
@@ -264,6 +271,11 @@ impl Worker {
     /// The folded prefix length and checksum (the result once stopped).
     pub fn folded(&self) -> Checksum {
         self.checksum
+    }
+
+    /// Holds the ring's state: it was there from the start, or was synced after joining.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     fn index_of(&self, k: u64) -> u64 {
@@ -310,6 +322,11 @@ impl Worker {
                 self.report(io);
             }
             Message::RingSync(sync) => self.receive_sync(io, &sync),
+            Message::RingSyncRequest(request)
+                if request.epoch == self.epoch && !self.awaiting_sync && self.settled =>
+            {
+                self.send_sync(io, from)
+            }
             Message::RingValue(value) => self.dispatch(io, Early::Value(from, value)),
             Message::RingConfirm(confirm) => self.dispatch(io, Early::Confirm(from, confirm)),
             Message::RingApprove(approve) => self.dispatch(io, Early::Approve(approve)),
@@ -358,7 +375,11 @@ impl Worker {
             return;
         }
         let previous: u64 = self.member_mask;
-        let was_member = self.epoch + 1 == epoch.epoch && previous & (1 << self.node) != 0;
+        // A member of the previous epoch with a settled state; anyone else (new, restarted,
+        // cut off, or still waiting for a sync) takes its state from a survivor.
+        let was_member = self.epoch + 1 == epoch.epoch
+            && previous & (1 << self.node) != 0
+            && !self.awaiting_sync;
         self.epoch = epoch.epoch;
         self.stats.epochs += 1;
         self.frozen = false;
@@ -397,17 +418,32 @@ impl Worker {
         self.schedule(io, epoch.send_left_us, epoch.grace_left_us);
         // A worker that missed the previous epoch (new, restarted, or cut off) takes its
         // state from the survivor the master names; everyone else settles what is approved.
-        self.awaiting_sync = !was_member && epoch.next > 1 && epoch.sync_from != NO_NODE;
+        self.sync_from = epoch.sync_from as NodeId;
+        // Three cases: the ring's first epoch (nothing to know yet); a settled member of the
+        // previous epoch (settle what the master says is approved, unless we lack some of it);
+        // anyone else — new, restarted, cut off — takes the state from a settled member.
+        if epoch.next == 1 && self.prefix == 0 && self.slots.iter().all(|s| s.flags == 0) {
+            self.awaiting_sync = false;
+            self.settled = true;
+        } else if was_member {
+            self.awaiting_sync = !self.settle_epoch();
+            if self.awaiting_sync {
+                info!(
+                    "worker {}: missing approved values; asking for a sync",
+                    self.node
+                );
+            }
+        } else {
+            self.awaiting_sync = true;
+        }
         if self.awaiting_sync {
+            self.settled = false;
+            self.slots.clear();
             info!(
-                "worker {}: joining epoch {}; waiting for a sync",
+                "worker {}: joining epoch {}; asking for a sync",
                 self.node, epoch.epoch
             );
-        } else {
-            self.settle_epoch();
-            if epoch.sync_from as NodeId == self.node {
-                self.send_syncs(io, previous);
-            }
+            self.request_sync(io);
         }
         info!(
             "worker {}: epoch {}, position {} of {}, window {}, next {}, {} missing",
@@ -424,23 +460,29 @@ impl Worker {
 
     /// The new epoch's view: every index below `next` that is not missing is approved;
     /// everything else not approved is dropped (it will be generated again).
-    fn settle_epoch(&mut self) {
+    /// The new epoch's view: every index below `next` that is not missing is approved;
+    /// everything else not approved is dropped (it will be generated again). Returns false if
+    /// this worker lacks a value the ring has approved: its state is then not to be trusted.
+    fn settle_epoch(&mut self) -> bool {
         self.waiting.clear();
         let (prefix, next) = (self.prefix, self.next);
         let missing = std::mem::take(&mut self.missing);
+        let approved = |index: u64| index < next && missing.binary_search(&index).is_err();
+        let mut complete = true;
         for (offset, slot) in self.slots.iter_mut().enumerate() {
             let index = prefix + 1 + offset as u64;
-            if index < next && missing.binary_search(&index).is_err() {
-                if slot.flags & HAVE == 0 {
-                    info!("worker {}: approved index {index} is not held", self.node);
-                }
+            if approved(index) {
+                complete &= slot.flags & HAVE != 0;
                 slot.flags |= APPROVED;
                 slot.flags &= !MINE;
             } else if slot.flags & APPROVED == 0 {
                 *slot = Slot::default();
             }
         }
+        let beyond = prefix + 1 + self.slots.len() as u64;
+        complete &= (beyond..next).all(|index| !approved(index));
         self.missing = missing;
+        complete
     }
 
     fn schedule(&mut self, io: &mut impl Io, send_left_us: Micros, grace_left_us: Micros) {
@@ -488,7 +530,26 @@ impl Worker {
         });
     }
 
-    fn send_syncs(&mut self, io: &mut impl Io, previous_members: u64) {
+    /// A joiner asks the epoch's sync source for the ring's state (again every tick until it
+    /// comes: the source may not be reachable yet).
+    fn request_sync(&mut self, io: &mut impl Io) {
+        let request = Message::RingSyncRequest(RingSyncRequest { epoch: self.epoch });
+        let source = if self.sync_from == NO_NODE as NodeId || self.sync_from == self.node {
+            self.members
+                .iter()
+                .copied()
+                .find(|&member| member != self.node)
+        } else {
+            Some(self.sync_from)
+        };
+        if let Some(source) = source {
+            io.send(source, &request);
+        }
+    }
+
+    /// Answers a joiner with a snapshot: the folded state and the approved values above it.
+    /// Any moment's snapshot will do; the joiner's membership in this epoch brings it the rest.
+    fn send_sync(&mut self, io: &mut impl Io, to: NodeId) {
         self.entries.clear();
         for (offset, slot) in self.slots.iter().enumerate() {
             if slot.flags & APPROVED != 0 && self.entries.len() < REPORT_LIST_MAX {
@@ -506,14 +567,11 @@ impl Worker {
             sum: self.checksum.sum,
             entries: Items::Host(&self.entries),
         });
-        for &member in &self.members {
-            if previous_members & (1 << member) == 0 {
-                info!(
-                    "worker {}: syncing worker {member} at prefix {}",
-                    self.node, self.prefix
-                );
-                io.send(member, &sync);
-            }
+        if io.send(to, &sync) {
+            info!(
+                "worker {}: synced worker {to} at prefix {}",
+                self.node, self.prefix
+            );
         }
     }
 
@@ -537,6 +595,7 @@ impl Worker {
             }
         }
         self.awaiting_sync = false;
+        self.settled = true;
         info!("worker {}: synced at prefix {}", self.node, self.prefix);
         self.settle_epoch();
         self.start_generating(io);
@@ -549,7 +608,7 @@ impl Worker {
         let index = self.index_of(k);
         let now_us = io.now();
         let value = self.rng.next_u32();
-        let node = self.node;
+        let (node, epoch) = (self.node, self.epoch);
         let Some(slot) = self.slot(index) else {
             if index > self.prefix && self.waiting.len() < WINDOW_MAX as usize {
                 self.waiting.push_back(k);
@@ -559,6 +618,7 @@ impl Worker {
         *slot = Slot {
             value,
             flags: HAVE | MINE,
+            epoch,
             k,
             confirms: 1 << node,
             sent_at_us: now_us,
@@ -623,7 +683,7 @@ impl Worker {
         let index = self.index_of(confirm.k);
         let (frozen, mask) = (self.frozen, self.member_mask);
         let Some(slot) = self.slot(index) else { return };
-        if slot.flags & MINE == 0 || slot.k != confirm.k {
+        if slot.flags & MINE == 0 || slot.epoch != confirm.epoch || slot.k != confirm.k {
             return;
         }
         slot.confirms |= 1 << from;
@@ -641,7 +701,9 @@ impl Worker {
             index,
         });
         for &member in &self.members {
-            if member != self.node {
+            // A lone member tells itself, so that every approval is a message on the wire
+            // (what the simulator's checker sees); receiving it changes nothing.
+            if member != self.node || self.members.len() == 1 {
                 io.send(member, &message);
             }
         }
@@ -667,6 +729,7 @@ impl Worker {
             .is_some_and(|slot| slot.flags & APPROVED != 0)
         {
             let slot = self.slots.pop_front().expect("front exists");
+            assert!(slot.flags & HAVE != 0, "an approved index without a value");
             self.checksum.fold(&[slot.value]);
             self.prefix += 1;
         }
@@ -679,17 +742,20 @@ impl Worker {
         }
     }
 
+    /// Tells the master (and the other members) what we know is approved. A worker without a
+    /// settled state knows nothing trustworthy, and says so: prefix 0, nothing listed.
     fn report(&mut self, io: &mut impl Io) {
         self.list.clear();
+        let trusted = self.settled && !self.awaiting_sync;
         for (offset, slot) in self.slots.iter().enumerate() {
-            if slot.flags & APPROVED != 0 && self.list.len() < REPORT_LIST_MAX {
+            if trusted && slot.flags & APPROVED != 0 && self.list.len() < REPORT_LIST_MAX {
                 self.list.push(self.prefix + 1 + offset as u64);
             }
         }
         let report = Message::RingReport(RingReport {
             epoch: self.epoch,
             frozen: self.frozen,
-            prefix: self.prefix,
+            prefix: if trusted { self.prefix } else { 0 },
             approved: Items::Host(&self.list),
         });
         io.send(self.config.master(), &report);
@@ -704,11 +770,15 @@ impl Worker {
 
     /// Resends our unconfirmed values to the members that have not confirmed them.
     fn resend(&mut self, io: &mut impl Io, only: Option<NodeId>) {
+        if self.awaiting_sync {
+            return;
+        }
         let now_us = io.now();
         let (epoch, prefix, mask) = (self.epoch, self.prefix, self.member_mask);
         for (offset, slot) in self.slots.iter_mut().enumerate() {
             let unconfirmed = mask & !slot.confirms;
-            if slot.flags & MINE == 0 || slot.flags & APPROVED != 0 || unconfirmed == 0 {
+            let current = slot.flags & MINE != 0 && slot.epoch == epoch;
+            if !current || slot.flags & APPROVED != 0 || unconfirmed == 0 {
                 continue;
             }
             if only.is_none() && now_us < slot.sent_at_us + RESEND_US {
@@ -737,6 +807,9 @@ impl Worker {
         }
         match timer {
             TIMER_TICK => {
+                if self.awaiting_sync {
+                    self.request_sync(io);
+                }
                 if self.epoch > 0 {
                     self.report(io);
                     if io.now() >= self.next_resend_us {
@@ -765,6 +838,16 @@ impl Worker {
 
     fn finish(&mut self, io: &mut impl Io) {
         self.phase = Phase::Done;
+        if !self.settled {
+            // Restarted (or cut off) and never given the ring's state: any number printed
+            // would be wrong, so print none.
+            info!(
+                "worker {}: never joined the ring's state; no result",
+                self.node
+            );
+            io.stop();
+            return;
+        }
         self.result = Some(self.checksum);
         io.output(format_args!(
             "SlaveResult {} {}",

@@ -28,6 +28,7 @@
 
 pub mod faults;
 pub mod gossip;
+pub mod ring;
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -859,6 +860,7 @@ pub fn summary(message: &Message<'_>) -> String {
         Message::RingConfirm(confirm) => format!("{confirm:?}"),
         Message::RingApprove(approve) => format!("{approve:?}"),
         Message::RingResult(result) => format!("{result:?}"),
+        Message::RingSyncRequest(request) => format!("{request:?}"),
     }
 }
 

@@ -18,7 +18,7 @@ mod ring;
 pub use items::{Item, Items};
 pub use ring::{
     IndexValue, NO_NODE, RingApprove, RingConfirm, RingEpoch, RingFreeze, RingReport, RingResult,
-    RingSync, RingValue,
+    RingSync, RingSyncRequest, RingValue,
 };
 
 use byteorder::{BigEndian, ByteOrder};
@@ -60,6 +60,7 @@ pub enum Kind {
     RingReport = 9,
     RingSync = 10,
     RingResult = 11,
+    RingSyncRequest = 12,
 }
 
 impl Kind {
@@ -76,6 +77,7 @@ impl Kind {
             9 => Some(Kind::RingReport),
             10 => Some(Kind::RingSync),
             11 => Some(Kind::RingResult),
+            12 => Some(Kind::RingSyncRequest),
             _ => None,
         }
     }
@@ -228,6 +230,7 @@ pub enum Message<'a> {
     RingReport(RingReport<'a>),
     RingSync(RingSync<'a>),
     RingResult(RingResult),
+    RingSyncRequest(RingSyncRequest),
 }
 
 impl<'a> Message<'a> {
@@ -244,6 +247,7 @@ impl<'a> Message<'a> {
             Message::RingReport(_) => Kind::RingReport,
             Message::RingSync(_) => Kind::RingSync,
             Message::RingResult(_) => Kind::RingResult,
+            Message::RingSyncRequest(_) => Kind::RingSyncRequest,
         }
     }
 
@@ -323,6 +327,9 @@ impl<'a> Message<'a> {
             Kind::RingResult => RingResult::decode(payload)
                 .map(Message::RingResult)
                 .map_err(malformed),
+            Kind::RingSyncRequest => RingSyncRequest::decode(payload)
+                .map(Message::RingSyncRequest)
+                .map_err(malformed),
         }
     }
 
@@ -341,6 +348,7 @@ impl<'a> Message<'a> {
                 Message::RingReport(report) => report.encoded_len(),
                 Message::RingSync(sync) => sync.encoded_len(),
                 Message::RingResult(_) => RingResult::LEN,
+                Message::RingSyncRequest(_) => RingSyncRequest::LEN,
             }
     }
 
@@ -379,6 +387,7 @@ impl<'a> Message<'a> {
             Message::RingReport(report) => report.encode(payload),
             Message::RingSync(sync) => sync.encode(payload),
             Message::RingResult(result) => result.encode(payload),
+            Message::RingSyncRequest(request) => request.encode(payload),
         }
         length
     }

@@ -141,6 +141,27 @@ impl RingFreeze {
     }
 }
 
+/// Joiner → the epoch's sync source: send me the ring's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSyncRequest {
+    pub epoch: u32,
+}
+
+impl RingSyncRequest {
+    pub const LEN: usize = 4;
+    pub fn decode(payload: &[u8]) -> Result<Self, &'static str> {
+        if payload.len() != Self::LEN {
+            return Err("wrong length");
+        }
+        Ok(RingSyncRequest {
+            epoch: BigEndian::read_u32(&payload[0..4]),
+        })
+    }
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u32(&mut out[0..4], self.epoch);
+    }
+}
+
 /// Generator → every member: the value of sequence position `k` (index `index`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingValue {
