@@ -953,6 +953,12 @@ impl Master {
                 info!("master: worker {peer} is back; re-admitting it");
                 self.start_reform(io);
             }
+            // A member that reconnects while we re-form must freeze and report too, or the
+            // re-formation waits for it in vain (and it stays frozen meanwhile).
+            MasterPhase::Reforming if self.members.contains(&peer) => {
+                let freeze = Message::RingFreeze(RingFreeze { epoch: self.epoch });
+                io.send(peer, &freeze);
+            }
             _ => {}
         }
     }
