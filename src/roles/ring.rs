@@ -909,6 +909,9 @@ pub struct Master {
     stop_us: Micros,
     next: u64,
     missing: Vec<u64>,
+    sync_from: u16,
+    /// Scratch for encoding the membership.
+    member_ids: Vec<u16>,
     results: Vec<Option<Checksum>>,
     /// Every epoch's membership, for reports.
     pub epochs: Vec<Vec<NodeId>>,
@@ -930,6 +933,8 @@ impl Master {
             stop_us: 0,
             next: 1,
             missing: Vec::new(),
+            sync_from: NO_NODE,
+            member_ids: Vec::with_capacity(workers),
             results: vec![None; workers],
             epochs: Vec::new(),
             agreed: None,
@@ -992,24 +997,33 @@ impl Master {
     fn announce(&mut self, io: &mut impl Io, members: Vec<NodeId>, sync_from: u16) {
         self.epoch += 1;
         self.phase = MasterPhase::Running;
+        self.sync_from = sync_from;
+        self.epochs.push(members.clone());
+        self.members = members;
+        for index in 0..self.members.len() {
+            self.send_epoch(io, self.members[index]);
+        }
+    }
+
+    /// The current epoch to one member, with the time left as of now. Sent again whenever a
+    /// member reports an older epoch (the first copy may have been lost with a connection).
+    fn send_epoch(&mut self, io: &mut impl Io, to: NodeId) {
         let now_us = io.now();
-        let member_ids: Vec<u16> = members.iter().map(|&member| member as u16).collect();
+        self.member_ids.clear();
+        self.member_ids
+            .extend(self.members.iter().map(|&member| member as u16));
         let epoch = Message::RingEpoch(RingEpoch {
             epoch: self.epoch,
             window: self.config.window as u16,
-            sync_from,
+            sync_from: self.sync_from,
             seed: self.config.seed,
             send_left_us: self.send_end_us.saturating_sub(now_us),
             grace_left_us: self.stop_us.saturating_sub(now_us.max(self.send_end_us)),
             next: self.next,
-            members: Items::Host(&member_ids),
+            members: Items::Host(&self.member_ids),
             missing: Items::Host(&self.missing),
         });
-        for &member in &members {
-            io.send(member, &epoch);
-        }
-        self.epochs.push(members.clone());
-        self.members = members;
+        io.send(to, &epoch);
     }
 
     fn start_reform(&mut self, io: &mut impl Io) {
@@ -1092,6 +1106,13 @@ impl Master {
                 if all {
                     self.finish_reform(io);
                 }
+            }
+            Message::RingReport(report)
+                if self.phase == MasterPhase::Running
+                    && report.epoch < self.epoch
+                    && self.members.contains(&from) =>
+            {
+                self.send_epoch(io, from);
             }
             Message::RingResult(result) => {
                 self.results[from] = Some(Checksum {
