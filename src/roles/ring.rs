@@ -71,7 +71,7 @@ const RESEND_US: Micros = 100_000;
 const DEATH_GRACE_US: Micros = 100_000;
 /// The master waits this long for frozen reports before forming the next epoch without the
 /// workers that did not answer.
-const REFORM_TIMEOUT_US: Micros = 500_000;
+const REFORM_TIMEOUT_US: Micros = 200_000;
 /// The master waits this long for every worker to connect before starting with those that did.
 const START_TIMEOUT_US: Micros = 5_000_000;
 /// After the workers' stop time the master waits this long for their results.
@@ -644,6 +644,9 @@ impl Worker {
     }
 
     fn receive_value(&mut self, io: &mut impl Io, from: NodeId, value: RingValue) {
+        if self.frozen {
+            return; // a frozen member takes no part in approving anything more
+        }
         let confirm = Message::RingConfirm(RingConfirm {
             epoch: self.epoch,
             k: value.k,
@@ -755,11 +758,12 @@ impl Worker {
         let report = Message::RingReport(RingReport {
             epoch: self.epoch,
             frozen: self.frozen,
+            settled: trusted,
             prefix: if trusted { self.prefix } else { 0 },
             approved: Items::Host(&self.list),
         });
         io.send(self.config.master(), &report);
-        if !self.frozen && !self.awaiting_sync {
+        if self.epoch > 0 && !self.frozen && !self.awaiting_sync {
             for &member in &self.members {
                 if member != self.node {
                     io.send(member, &report);
@@ -810,8 +814,10 @@ impl Worker {
                 if self.awaiting_sync {
                     self.request_sync(io);
                 }
+                // The report is also the heartbeat that tells the master our epoch (a fresh
+                // worker's 0 included), so it is sent whatever our state.
+                self.report(io);
                 if self.epoch > 0 {
-                    self.report(io);
                     if io.now() >= self.next_resend_us {
                         self.next_resend_us = io.now() + RESEND_US;
                         self.resend(io, None);
@@ -895,6 +901,16 @@ enum MasterPhase {
     Done,
 }
 
+/// What a member told the master during a re-formation.
+#[derive(Clone, Debug)]
+struct FrozenReport {
+    /// A frozen report of the current epoch from a member with a settled state; otherwise
+    /// (an older epoch: restarted, or cut off) the member knows nothing the ring can use.
+    trusted: bool,
+    prefix: u64,
+    approved: Vec<u64>,
+}
+
 pub struct Master {
     config: Config,
     phase: MasterPhase,
@@ -902,16 +918,14 @@ pub struct Master {
     members: Vec<NodeId>,
     up: Vec<bool>,
     down_since_us: Vec<Micros>,
-    /// Frozen reports in the current re-formation: per worker, (prefix, approved above it).
-    reports: Vec<Option<(u64, Vec<u64>)>>,
+    /// Reports in the current re-formation, per worker.
+    reports: Vec<Option<FrozenReport>>,
     reform_started_us: Micros,
     send_end_us: Micros,
     stop_us: Micros,
     next: u64,
     missing: Vec<u64>,
-    sync_from: u16,
-    /// Scratch for encoding the membership.
-    member_ids: Vec<u16>,
+    announced_us: Micros,
     results: Vec<Option<Checksum>>,
     /// Every epoch's membership, for reports.
     pub epochs: Vec<Vec<NodeId>>,
@@ -933,8 +947,7 @@ impl Master {
             stop_us: 0,
             next: 1,
             missing: Vec::new(),
-            sync_from: NO_NODE,
-            member_ids: Vec::with_capacity(workers),
+            announced_us: 0,
             results: vec![None; workers],
             epochs: Vec::new(),
             agreed: None,
@@ -997,33 +1010,25 @@ impl Master {
     fn announce(&mut self, io: &mut impl Io, members: Vec<NodeId>, sync_from: u16) {
         self.epoch += 1;
         self.phase = MasterPhase::Running;
-        self.sync_from = sync_from;
-        self.epochs.push(members.clone());
-        self.members = members;
-        for index in 0..self.members.len() {
-            self.send_epoch(io, self.members[index]);
-        }
-    }
-
-    /// The current epoch to one member, with the time left as of now. Sent again whenever a
-    /// member reports an older epoch (the first copy may have been lost with a connection).
-    fn send_epoch(&mut self, io: &mut impl Io, to: NodeId) {
+        self.announced_us = io.now();
         let now_us = io.now();
-        self.member_ids.clear();
-        self.member_ids
-            .extend(self.members.iter().map(|&member| member as u16));
+        let member_ids: Vec<u16> = members.iter().map(|&member| member as u16).collect();
         let epoch = Message::RingEpoch(RingEpoch {
             epoch: self.epoch,
             window: self.config.window as u16,
-            sync_from: self.sync_from,
+            sync_from,
             seed: self.config.seed,
             send_left_us: self.send_end_us.saturating_sub(now_us),
             grace_left_us: self.stop_us.saturating_sub(now_us.max(self.send_end_us)),
             next: self.next,
-            members: Items::Host(&self.member_ids),
+            members: Items::Host(&member_ids),
             missing: Items::Host(&self.missing),
         });
-        io.send(to, &epoch);
+        for &member in &members {
+            io.send(member, &epoch);
+        }
+        self.epochs.push(members.clone());
+        self.members = members;
     }
 
     fn start_reform(&mut self, io: &mut impl Io) {
@@ -1039,52 +1044,67 @@ impl Master {
     /// The next epoch from the frozen reports: everything approved anywhere stays approved,
     /// everything else below the highest approved index is regenerated.
     fn finish_reform(&mut self, io: &mut impl Io) {
-        let survivors: Vec<NodeId> = self
+        let trusted: Vec<NodeId> = self
             .members
             .iter()
             .copied()
-            .filter(|&w| self.up[w] && self.reports[w].is_some())
+            .filter(|&w| self.up[w] && self.reports[w].as_ref().is_some_and(|r| r.trusted))
             .collect();
-        let joiners: Vec<NodeId> = (0..self.config.workers)
-            .filter(|&w| self.up[w] && !self.members.contains(&w))
-            .collect();
-        if !survivors.is_empty() {
-            let prefix = survivors
-                .iter()
-                .map(|&w| self.reports[w].as_ref().unwrap().0)
-                .max();
-            let prefix = prefix.unwrap_or(0);
-            let mut approved: Vec<u64> = survivors
-                .iter()
-                .flat_map(|&w| self.reports[w].as_ref().unwrap().1.iter().copied())
-                .filter(|&index| index > prefix)
-                .collect();
-            approved.sort_unstable();
-            approved.dedup();
-            let top = approved.last().copied().unwrap_or(prefix).max(prefix);
-            self.missing = (prefix + 1..=top)
-                .filter(|index| approved.binary_search(index).is_err())
-                .collect();
-            self.next = top + 1;
+        if trusted.is_empty() {
+            // Nobody who holds the ring's state answered: an epoch formed now would know
+            // nothing. Keep the ring frozen and ask again.
+            info!("master: no member with the ring's state answered; waiting");
+            self.start_reform(io);
+            return;
         }
-        let sync_from = if joiners.is_empty() || survivors.is_empty() {
-            NO_NODE
+        // Everything approved anywhere stays approved: what we knew (the current epoch's
+        // `[1, next)` minus `missing`) plus every survivor's prefix and list.
+        let prefix = trusted
+            .iter()
+            .map(|&w| self.reports[w].as_ref().unwrap().prefix)
+            .max();
+        let prefix = prefix.unwrap_or(0);
+        let mut listed: Vec<u64> = trusted
+            .iter()
+            .flat_map(|&w| self.reports[w].as_ref().unwrap().approved.iter().copied())
+            .filter(|&index| index > prefix)
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let top = listed
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(prefix)
+            .max(self.next - 1);
+        let was_missing = std::mem::take(&mut self.missing);
+        let known = |index: u64| index < self.next && was_missing.binary_search(&index).is_err();
+        self.missing = (prefix + 1..=top)
+            .filter(|&index| !known(index) && listed.binary_search(&index).is_err())
+            .collect();
+        self.next = top + 1;
+        // Members that answered from an older epoch, and workers back from the dead, join and
+        // take their state from a trusted survivor.
+        let mut members = trusted.clone();
+        members.extend(
+            self.members
+                .iter()
+                .copied()
+                .filter(|&w| self.up[w] && self.reports[w].as_ref().is_some_and(|r| !r.trusted)),
+        );
+        members
+            .extend((0..self.config.workers).filter(|&w| self.up[w] && !self.members.contains(&w)));
+        let sync_from = if members.len() > trusted.len() {
+            trusted[0] as u16
         } else {
-            survivors[0] as u16
+            NO_NODE
         };
-        let mut members = survivors;
-        members.extend(joiners);
         info!(
             "master: epoch {} with workers {members:?}: next {}, regenerating {:?}",
             self.epoch + 1,
             self.next,
             self.missing
         );
-        if members.is_empty() {
-            info!("master: no workers left");
-            self.phase = MasterPhase::Running;
-            return;
-        }
         self.announce(io, members, sync_from);
     }
 
@@ -1093,12 +1113,25 @@ impl Master {
             return;
         }
         match message {
-            Message::RingReport(report)
-                if self.phase == MasterPhase::Reforming
-                    && report.frozen
-                    && report.epoch == self.epoch =>
-            {
-                self.reports[from] = Some((report.prefix, report.approved.iter().collect()));
+            Message::RingReport(report) if self.phase == MasterPhase::Reforming => {
+                if report.epoch == self.epoch && report.frozen {
+                    let approved = report.approved.iter().collect();
+                    let trusted = report.settled;
+                    self.reports[from] = Some(FrozenReport {
+                        trusted,
+                        prefix: report.prefix,
+                        approved,
+                    });
+                } else if report.epoch < self.epoch && self.members.contains(&from) {
+                    // A member that never saw this epoch (restarted, or its copy was lost) knows
+                    // nothing we can trust; it rejoins the next epoch and syncs.
+                    let untrusted = FrozenReport {
+                        trusted: false,
+                        prefix: 0,
+                        approved: Vec::new(),
+                    };
+                    self.reports[from] = Some(untrusted);
+                }
                 let all = self
                     .members
                     .iter()
@@ -1107,12 +1140,21 @@ impl Master {
                     self.finish_reform(io);
                 }
             }
+            // A member still in an older epoch — restarted (its state is gone) or its copy of
+            // the epoch was lost — cannot be trusted as a member: re-form, and it rejoins as a
+            // joiner and syncs. Reports already in flight when the epoch was announced are let be.
             Message::RingReport(report)
                 if self.phase == MasterPhase::Running
                     && report.epoch < self.epoch
-                    && self.members.contains(&from) =>
+                    && self.members.contains(&from)
+                    && io.now() >= self.announced_us + 3 * self.config.tick_us
+                    && io.now() < self.stop_us =>
             {
-                self.send_epoch(io, from);
+                info!(
+                    "master: worker {from} is in epoch {}, not {}; re-forming",
+                    report.epoch, self.epoch
+                );
+                self.start_reform(io);
             }
             Message::RingResult(result) => {
                 self.results[from] = Some(Checksum {

@@ -842,9 +842,10 @@ pub fn summary(message: &Message<'_>) -> String {
             epoch.missing.iter().collect::<Vec<_>>()
         ),
         Message::RingReport(report) => format!(
-            "RingReport {} frozen {} prefix {} approved {:?}",
+            "RingReport {} frozen {} settled {} prefix {} approved {:?}",
             report.epoch,
             report.frozen,
+            report.settled,
             report.prefix,
             report.approved.iter().collect::<Vec<_>>()
         ),

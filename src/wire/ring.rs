@@ -269,6 +269,8 @@ impl RingResult {
 pub struct RingReport<'a> {
     pub epoch: u32,
     pub frozen: bool,
+    /// The sender holds the ring's state (it has been a member from the start, or synced).
+    pub settled: bool,
     /// Every index up to `prefix` is approved (and folded).
     pub prefix: u64,
     /// Approved indices above `prefix`.
@@ -278,12 +280,13 @@ pub struct RingReport<'a> {
 impl<'a> RingReport<'a> {
     const FIXED: usize = 13;
     pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
-        if payload.len() < Self::FIXED || payload[4] > 1 {
+        if payload.len() < Self::FIXED || payload[4] > 3 {
             return Err("bad header");
         }
         Ok(RingReport {
             epoch: BigEndian::read_u32(&payload[0..4]),
-            frozen: payload[4] == 1,
+            frozen: payload[4] & 1 != 0,
+            settled: payload[4] & 2 != 0,
             prefix: BigEndian::read_u64(&payload[5..13]),
             approved: Items::from_wire(&payload[Self::FIXED..]).ok_or("approved list not whole")?,
         })
@@ -293,7 +296,7 @@ impl<'a> RingReport<'a> {
     }
     pub fn encode(&self, out: &mut [u8]) {
         BigEndian::write_u32(&mut out[0..4], self.epoch);
-        out[4] = self.frozen as u8;
+        out[4] = self.frozen as u8 | (self.settled as u8) << 1;
         BigEndian::write_u64(&mut out[5..13], self.prefix);
         self.approved.encode(&mut out[Self::FIXED..]);
     }
