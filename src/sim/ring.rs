@@ -99,7 +99,6 @@ struct Checker {
     /// epoch only if the earlier approval reached no survivor (the master regenerates what no
     /// survivor reports approved), so the latest approval is the one that counts.
     approved: HashMap<u64, (u32, u32)>,
-    all_approvals: Vec<(u64, u32, u32, NodeId, Micros)>,
     last_approval_us: Micros,
     errors: Vec<String>,
 }
@@ -122,8 +121,6 @@ impl Observer for Checker {
                         .push(format!("approval of index {} never sent", approve.index));
                     return;
                 };
-                self.all_approvals
-                    .push((approve.index, approve.epoch, value, from, at));
                 let entry = self
                     .approved
                     .entry(approve.index)
@@ -311,24 +308,6 @@ fn check(
         reference.fold(&[*value]);
     }
     let expected = format!("SlaveResult {count} {}", Decimal(reference.sum));
-    {
-        let mut multi: std::collections::BTreeMap<u64, Vec<(u32, u32, NodeId, Micros)>> =
-            Default::default();
-        for &(i, e, v, f, at) in &sim.world.observer.all_approvals {
-            if i <= count {
-                multi.entry(i).or_default().push((e, v, f, at));
-            }
-        }
-        for (i, list) in multi {
-            let mut values: Vec<u32> = list.iter().map(|x| x.1).collect();
-            values.sort();
-            values.dedup();
-            if values.len() > 1 {
-                eprintln!("DEBUG index {i}: {list:?}");
-            }
-        }
-        eprintln!("DEBUG printed {:?} expected {expected}", lines[first]);
-    }
     if lines[first][0] != expected {
         return Err(format!(
             "workers printed {:?}, the reference is {expected:?}",
