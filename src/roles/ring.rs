@@ -419,13 +419,18 @@ impl Worker {
         // A worker that missed the previous epoch (new, restarted, or cut off) takes its
         // state from the survivor the master names; everyone else settles what is approved.
         self.sync_from = epoch.sync_from as NodeId;
-        // Three cases: the ring's first epoch (nothing to know yet); a settled member of the
-        // previous epoch (settle what the master says is approved, unless we lack some of it);
-        // anyone else — new, restarted, cut off — takes the state from a settled member.
-        if epoch.next == 1 && self.prefix == 0 && self.slots.iter().all(|s| s.flags == 0) {
+        // Three cases. Nothing approved anywhere yet: everyone starts afresh. A settled member
+        // of the previous epoch that the master does not name as a joiner: settle what the
+        // master says is approved (unless we lack some of it). Anyone else — new, restarted,
+        // cut off, or named by the master — takes the state from a settled member.
+        let named = epoch.joiners & (1 << self.node) != 0;
+        if epoch.next == 1 && self.missing.is_empty() {
+            self.slots.clear();
+            self.prefix = 0;
+            self.checksum = Checksum::default();
             self.awaiting_sync = false;
             self.settled = true;
-        } else if was_member {
+        } else if was_member && !named {
             self.awaiting_sync = !self.settle_epoch();
             if self.awaiting_sync {
                 info!(
@@ -1003,11 +1008,11 @@ impl Master {
             TIMER_STOP,
         );
         info!("master: starting the ring with workers {members:?}");
-        self.announce(io, members, NO_NODE);
+        self.announce(io, members, NO_NODE, 0);
     }
 
     /// Sends the next epoch to its members.
-    fn announce(&mut self, io: &mut impl Io, members: Vec<NodeId>, sync_from: u16) {
+    fn announce(&mut self, io: &mut impl Io, members: Vec<NodeId>, sync_from: u16, joiners: u64) {
         self.epoch += 1;
         self.phase = MasterPhase::Running;
         self.announced_us = io.now();
@@ -1021,6 +1026,7 @@ impl Master {
             send_left_us: self.send_end_us.saturating_sub(now_us),
             grace_left_us: self.stop_us.saturating_sub(now_us.max(self.send_end_us)),
             next: self.next,
+            joiners,
             members: Items::Host(&member_ids),
             missing: Items::Host(&self.missing),
         });
@@ -1094,7 +1100,11 @@ impl Master {
         );
         members
             .extend((0..self.config.workers).filter(|&w| self.up[w] && !self.members.contains(&w)));
-        let sync_from = if members.len() > trusted.len() {
+        let joiners = members
+            .iter()
+            .filter(|w| !trusted.contains(w))
+            .fold(0, |m, &w| m | 1 << w);
+        let sync_from = if joiners != 0 {
             trusted[0] as u16
         } else {
             NO_NODE
@@ -1105,7 +1115,7 @@ impl Master {
             self.next,
             self.missing
         );
-        self.announce(io, members, sync_from);
+        self.announce(io, members, sync_from, joiners);
     }
 
     fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
@@ -1122,7 +1132,10 @@ impl Master {
                         prefix: report.prefix,
                         approved,
                     });
-                } else if report.epoch < self.epoch && self.members.contains(&from) {
+                } else if report.epoch < self.epoch
+                    && self.members.contains(&from)
+                    && self.reports[from].is_none()
+                {
                     // A member that never saw this epoch (restarted, or its copy was lost) knows
                     // nothing we can trust; it rejoins the next epoch and syncs.
                     let untrusted = FrozenReport {

@@ -62,6 +62,8 @@ pub struct RingEpoch<'a> {
     pub send_left_us: u64,
     pub grace_left_us: u64,
     pub next: u64,
+    /// Members that must take their state from `sync_from` (bit per node id).
+    pub joiners: u64,
     pub members: Items<'a, u16>,
     pub missing: Items<'a, u64>,
 }
@@ -75,7 +77,8 @@ mod epoch {
     pub const SEND_LEFT: Range<usize> = SEED.end..SEED.end + 8;
     pub const GRACE_LEFT: Range<usize> = SEND_LEFT.end..SEND_LEFT.end + 8;
     pub const NEXT: Range<usize> = GRACE_LEFT.end..GRACE_LEFT.end + 8;
-    pub const MEMBER_COUNT: Range<usize> = NEXT.end..NEXT.end + 2;
+    pub const JOINERS: Range<usize> = NEXT.end..NEXT.end + 8;
+    pub const MEMBER_COUNT: Range<usize> = JOINERS.end..JOINERS.end + 2;
     pub const MEMBERS: usize = MEMBER_COUNT.end;
 }
 
@@ -98,6 +101,7 @@ impl<'a> RingEpoch<'a> {
             send_left_us: BigEndian::read_u64(&payload[epoch::SEND_LEFT]),
             grace_left_us: BigEndian::read_u64(&payload[epoch::GRACE_LEFT]),
             next: BigEndian::read_u64(&payload[epoch::NEXT]),
+            joiners: BigEndian::read_u64(&payload[epoch::JOINERS]),
             members: Items::Wire(&payload[epoch::MEMBERS..missing_at]),
             missing,
         })
@@ -113,6 +117,7 @@ impl<'a> RingEpoch<'a> {
         BigEndian::write_u64(&mut out[epoch::SEND_LEFT], self.send_left_us);
         BigEndian::write_u64(&mut out[epoch::GRACE_LEFT], self.grace_left_us);
         BigEndian::write_u64(&mut out[epoch::NEXT], self.next);
+        BigEndian::write_u64(&mut out[epoch::JOINERS], self.joiners);
         BigEndian::write_u16(&mut out[epoch::MEMBER_COUNT], self.members.len() as u16);
         let missing_at = epoch::MEMBERS + self.members.encoded_len();
         self.members.encode(&mut out[epoch::MEMBERS..missing_at]);
