@@ -317,7 +317,9 @@ impl Worker {
             Message::RingEpoch(epoch) if from == self.config.master() => {
                 self.begin_epoch(io, &epoch)
             }
-            Message::RingFreeze(freeze) if freeze.epoch == self.epoch => {
+            // A freeze stops us in any epoch up to its own: a member left behind in an older
+            // epoch must stop approving too before its state can be used.
+            Message::RingFreeze(freeze) if self.epoch > 0 && freeze.epoch >= self.epoch => {
                 self.frozen = true;
                 self.report(io);
             }
@@ -931,6 +933,8 @@ pub struct Master {
     next: u64,
     missing: Vec<u64>,
     announced_us: Micros,
+    /// The newest epoch a settled member has reported being in.
+    live_epoch: u32,
     results: Vec<Option<Checksum>>,
     /// Every epoch's membership, for reports.
     pub epochs: Vec<Vec<NodeId>>,
@@ -953,6 +957,7 @@ impl Master {
             next: 1,
             missing: Vec::new(),
             announced_us: 0,
+            live_epoch: 0,
             results: vec![None; workers],
             epochs: Vec::new(),
             agreed: None,
@@ -1122,22 +1127,32 @@ impl Master {
         if from >= self.config.workers {
             return;
         }
+        if let Message::RingReport(report) = &message
+            && report.settled
+        {
+            // The newest epoch a settled member has entered: nothing can have been approved
+            // in a later one.
+            self.live_epoch = self.live_epoch.max(report.epoch);
+        }
         match message {
             Message::RingReport(report) if self.phase == MasterPhase::Reforming => {
-                if report.epoch == self.epoch && report.frozen {
+                if !self.members.contains(&from)
+                    || self.reports[from].as_ref().is_some_and(|r| r.trusted)
+                {
+                    // Not asked, or already answered with a usable state.
+                } else if report.frozen && report.settled && report.epoch >= self.live_epoch {
+                    // Frozen with a settled state from the live epoch or later: everything
+                    // approved anywhere since the last re-formation is in this report or another.
                     let approved = report.approved.iter().collect();
-                    let trusted = report.settled;
+                    let prefix = report.prefix;
                     self.reports[from] = Some(FrozenReport {
-                        trusted,
-                        prefix: report.prefix,
+                        trusted: true,
+                        prefix,
                         approved,
                     });
-                } else if report.epoch < self.epoch
-                    && self.members.contains(&from)
-                    && self.reports[from].is_none()
-                {
-                    // A member that never saw this epoch (restarted, or its copy was lost) knows
-                    // nothing we can trust; it rejoins the next epoch and syncs.
+                } else if !report.settled || report.epoch < self.live_epoch {
+                    // Restarted, still joining, or left behind before the live epoch: it knows
+                    // nothing the ring can use; it rejoins the next epoch and syncs.
                     let untrusted = FrozenReport {
                         trusted: false,
                         prefix: 0,
