@@ -1168,6 +1168,16 @@ impl Master {
                     self.finish_reform(io);
                 }
             }
+            // A worker that is alive but not a member (left out while it was paused or cut off,
+            // with its connection intact) is re-admitted.
+            Message::RingReport(_)
+                if self.phase == MasterPhase::Running
+                    && !self.members.contains(&from)
+                    && io.now() < self.stop_us =>
+            {
+                info!("master: worker {from} is alive outside the ring; re-admitting it");
+                self.start_reform(io);
+            }
             // A member still in an older epoch — restarted (its state is gone) or its copy of
             // the epoch was lost — cannot be trusted as a member: re-form, and it rejoins as a
             // joiner and syncs. Reports already in flight when the epoch was announced are let be.
