@@ -273,6 +273,11 @@ impl Worker {
         self.checksum
     }
 
+    /// The epoch this worker is in.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     /// Holds the ring's state: it was there from the start, or was synced after joining.
     pub fn settled(&self) -> bool {
         self.settled

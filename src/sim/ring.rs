@@ -6,8 +6,9 @@
 //! 2. every index up to the agreed count was approved (none skipped), never with two values
 //!    in one epoch;
 //! 3. the line equals a reference the checker computes from the approved values (an index
-//!    approved in several epochs counts with its latest: the master regenerates only what no
-//!    survivor saw approved), so nothing is counted twice or with a value that lost;
+//!    approved in several epochs counts with its latest up to the workers' epoch: the master
+//!    regenerates only what no survivor saw approved), so nothing is counted twice or with a
+//!    value that lost;
 //! 4. if the master is alive, it printed a line per worker and AGREE;
 //! 5. the ring made progress: something was approved after the last fault healed (when that
 //!    was well before the send phase ended).
@@ -95,10 +96,11 @@ pub struct Report {
 struct Checker {
     /// (epoch, index) → value, from generators' sends.
     values: HashMap<(u32, u64), u32>,
-    /// index → (epoch, value) of its latest approval. An index is approved again in a later
-    /// epoch only if the earlier approval reached no survivor (the master regenerates what no
-    /// survivor reports approved), so the latest approval is the one that counts.
-    approved: HashMap<u64, (u32, u32)>,
+    /// index → every (epoch, value) it was approved with. An index is approved again in a
+    /// later epoch only if the earlier approval reached no survivor (the master regenerates
+    /// what no survivor reports approved), so for workers in epoch E the latest approval in an
+    /// epoch up to E is the one that counts.
+    approved: HashMap<u64, Vec<(u32, u32)>>,
     last_approval_us: Micros,
     errors: Vec<String>,
 }
@@ -121,18 +123,17 @@ impl Observer for Checker {
                         .push(format!("approval of index {} never sent", approve.index));
                     return;
                 };
-                let entry = self
-                    .approved
-                    .entry(approve.index)
-                    .or_insert((approve.epoch, value));
-                if approve.epoch > entry.0 {
-                    *entry = (approve.epoch, value);
-                } else if approve.epoch == entry.0 && entry.1 != value && self.errors.len() < 5 {
+                let approvals = self.approved.entry(approve.index).or_default();
+                let clash = approvals
+                    .iter()
+                    .any(|&(e, v)| e == approve.epoch && v != value);
+                if clash && self.errors.len() < 5 {
                     self.errors.push(format!(
                         "index {} approved with two values in epoch {}",
                         approve.index, approve.epoch
                     ));
                 }
+                approvals.push((approve.epoch, value));
                 self.last_approval_us = self.last_approval_us.max(at);
             }
             _ => {}
@@ -300,10 +301,23 @@ fn check(
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| format!("unreadable line {:?}", lines[first]))?;
     let approved = &sim.world.observer.approved;
+    let epoch = alive
+        .iter()
+        .filter_map(|&w| match sim.role(w) {
+            Some(Ring::Worker(worker)) => Some(worker.epoch()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     let mut reference = Checksum::default();
     for index in 1..=count {
         let (_, value) = approved
             .get(&index)
+            .and_then(|list| {
+                list.iter()
+                    .filter(|&&(e, _)| e <= epoch)
+                    .max_by_key(|&&(e, _)| e)
+            })
             .ok_or_else(|| format!("index {index} counted but never approved"))?;
         reference.fold(&[*value]);
     }
