@@ -162,3 +162,96 @@ fn a_full_split_that_heals_before_the_wait_ends() {
         assert!(report.failure.is_none(), "{}", report.failure.unwrap());
     }
 }
+
+// ----- ring -----
+
+fn run_ring_seeds(workers: usize, kinds: Kinds, first: u64, count: u64) {
+    use pollen::sim::ring;
+    let mut failures = Vec::new();
+    for seed in first..first + count {
+        let report = ring::run(&ring::Options::new(workers, seed, kinds));
+        if let Some(failure) = report.failure {
+            failures.push(format!("seed {seed}: {failure}"));
+        }
+    }
+    eprintln!("{count} ring seeds ({workers} workers, faults {kinds})");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn ring_all_faults() {
+    run_ring_seeds(4, Kinds::All, 0, seeds_total() * 3 / 10);
+    run_ring_seeds(2, Kinds::All, 1_000_000, seeds_total() / 10);
+    run_ring_seeds(3, Kinds::All, 2_000_000, seeds_total() / 10);
+}
+
+/// Ring seeds that failed once, each with what was wrong; all with the default options.
+#[test]
+fn ring_regression_seeds() {
+    use pollen::sim::ring;
+    let cases: [(usize, u64, &str); 14] = [
+        (4, 20, "a lost sync left a joiner settling stale values"),
+        (
+            4,
+            204,
+            "an old unconfirmed value was resent stamped with the new epoch",
+        ),
+        (
+            4,
+            258,
+            "a worker waiting for its sync reported stale approvals",
+        ),
+        (4, 278, "a lone member's approvals were invisible"),
+        (
+            4,
+            222,
+            "a member reconnecting during a re-formation stayed frozen",
+        ),
+        (4, 340, "a lost RingEpoch left a member in an old epoch"),
+        (
+            4,
+            389,
+            "master and worker disagreed on whether the worker must sync",
+        ),
+        (
+            4,
+            661,
+            "a restarted member ignored the freeze of an epoch it never saw",
+        ),
+        (4, 1746, "a restarted worker was sent the first epoch again"),
+        (
+            4,
+            64,
+            "an epoch formed from untrusted reports reset the sequence",
+        ),
+        (
+            4,
+            2382,
+            "the only holder of the state was distrusted; the ring waited forever",
+        ),
+        (
+            4,
+            650,
+            "a worker paused through a re-formation was never re-admitted",
+        ),
+        (
+            4,
+            315,
+            "a master crash after a split (now out of scope; seed kept)",
+        ),
+        (2, 200390, "the reference must stop at the survivors' epoch"),
+    ];
+    for (workers, seed, what) in cases {
+        let report = ring::run(&ring::Options::new(workers, seed, Kinds::All));
+        assert!(
+            report.failure.is_none(),
+            "seed {seed} ({what}): {}",
+            report.failure.unwrap()
+        );
+    }
+}
