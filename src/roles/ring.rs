@@ -829,11 +829,9 @@ impl Worker {
                 // The report is also the heartbeat that tells the master our epoch (a fresh
                 // worker's 0 included), so it is sent whatever our state.
                 self.report(io);
-                if self.epoch > 0 {
-                    if io.now() >= self.next_resend_us {
-                        self.next_resend_us = io.now() + RESEND_US;
-                        self.resend(io, None);
-                    }
+                if self.epoch > 0 && io.now() >= self.next_resend_us {
+                    self.next_resend_us = io.now() + RESEND_US;
+                    self.resend(io, None);
                 }
                 io.set_timer(self.config.tick_us, TIMER_TICK);
             }
