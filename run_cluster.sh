@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
 #
-#   ./run_cluster.sh [ROLE] [-n NODES] [--keep] [-- ROLE ARGS...]
+#   ./run_cluster.sh [ROLE] [-n NODES] [-- ROLE ARGS...]
 #
-# ROLE defaults to gossip, NODES to 4; gossip's arguments default to --send-for 3 --wait-for 2.
+# ROLE is gossip (default) or ring; NODES defaults to 4 (ring: 4 workers plus a master).
+# gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master and default
+# to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]).
 # The peers file, each node's stdout (node-N.out) and stderr (node-N.err) go to a fresh run
 # folder under ./run/ (printed at the end). Exit status: 0 if all nodes printed the same result,
 # 1 if they did not, 2 on bad usage. Only the processes this script started are stopped, by PID,
@@ -36,7 +38,8 @@ done
 }
 case $role in
   gossip) [[ ${#role_args[@]} -gt 0 ]] || role_args=(--send-for 3 --wait-for 2) ;;
-  *) echo "run_cluster.sh: unknown role $role (gossip)" >&2; exit 2 ;;
+  ring) [[ ${#role_args[@]} -gt 0 ]] || role_args=(2000000 1000000 0 --window 64) ;;
+  *) echo "run_cluster.sh: unknown role $role (gossip|ring)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,7 +51,9 @@ fi
 run_dir=$here/run/$role-$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$run_dir"
 peers=$run_dir/peers.txt
-"$binary" ports "$nodes" | sed 's/^/127.0.0.1:/' >"$peers"
+"$binary" ports "$((nodes + 1))" | sed 's/^/127.0.0.1:/' >"$run_dir/ports.txt"
+head -n "$nodes" "$run_dir/ports.txt" >"$peers"
+master_port=$(tail -n 1 "$run_dir/ports.txt" | sed 's/.*://')
 
 pids=()
 cleanup() {
@@ -62,16 +67,24 @@ trap 'cleanup; exit 130' INT TERM
 index=0
 while read -r address; do
   port=${address##*:}
-  "$binary" "$role" -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}" \
-    >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
+  case $role in
+    gossip) args=(gossip -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}") ;;
+    ring) args=(ring slave 127.0.0.1 "$port" --peer-config-file "$peers") ;;
+  esac
+  "$binary" "${args[@]}" >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
   pids+=($!)
   index=$((index + 1))
 done <"$peers"
+if [[ $role == ring ]]; then
+  "$binary" ring master 127.0.0.1 "$master_port" "${role_args[@]}" --peer-config-file "$peers" \
+    >"$run_dir/master.out" 2>"$run_dir/master.err" &
+  pids+=($!)
+fi
 
 failed=0
 for index in "${!pids[@]}"; do
   if ! wait "${pids[$index]}"; then
-    echo "node $index exited with an error; see $run_dir/node-$index.err" >&2
+    echo "process $index exited with an error; see $run_dir/*.err" >&2
     failed=1
   fi
 done
@@ -80,9 +93,13 @@ pids=()
 for index in $(seq 0 $((nodes - 1))); do
   printf 'node %d: %s\n' "$index" "$(cat "$run_dir/node-$index.out")"
 done
+if [[ $role == ring ]]; then
+  sed 's/^/master: /' "$run_dir/master.out"
+fi
 distinct=$(cat "$run_dir"/node-*.out | sort -u | wc -l)
+empty=$(find "$run_dir" -name 'node-*.out' -empty | wc -l)
 echo "logs: $run_dir"
-if [[ $failed -eq 0 && $distinct -eq 1 ]]; then
+if [[ $failed -eq 0 && $distinct -eq 1 && $empty -eq 0 ]]; then
   echo "AGREE: all $nodes nodes printed $(cat "$run_dir/node-0.out")"
 else
   echo "DISAGREE: $distinct distinct results"
