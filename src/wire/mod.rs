@@ -12,6 +12,7 @@
 //! Decoded messages borrow from the read buffer; `encode` writes into storage the caller
 //! provides (the driver hands it the free tail of a connection's out buffer).
 
+pub mod client;
 mod items;
 mod ring;
 
