@@ -212,15 +212,8 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
     }
     let address = addresses[node];
     let role = Gossip::new(config, node);
-    let driver = Driver::new(
-        net::Config {
-            node,
-            addresses,
-            cluster,
-        },
-        role,
-    )
-    .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
+    let driver = Driver::new(net::Config::peers_only(node, addresses, cluster), role)
+        .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
     info!("node {node}: listening on {address}");
     let (role, stats) = driver
         .run()
@@ -545,11 +538,7 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
         .opt_str("cluster")
         .unwrap_or("pollen-ring".to_string());
     let driver = Driver::new(
-        net::Config {
-            node,
-            addresses,
-            cluster,
-        },
+        net::Config::peers_only(node, addresses, cluster),
         Ring::new(config, node),
     )
     .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;

@@ -14,9 +14,14 @@
 //!   Self-sends are delivered after the current handler returns.
 
 use crate::wire::Message;
+use crate::wire::client::{Command, Reply};
 
 /// Index of a node in the cluster's peers list (0-based).
 pub type NodeId = usize;
+
+/// A client of this node — a RESP connection, or the REPL on stdin — as the driver numbers it.
+/// Ids are reused after `on_client_closed`.
+pub type ClientId = usize;
 
 /// Microseconds. `Io::now` is monotonic and, in the real driver, comparable across processes
 /// on one host (it is anchored to the Unix epoch at start-up).
@@ -45,6 +50,20 @@ pub trait Role {
     fn on_writable(&mut self, io: &mut impl Io, peer: NodeId) {
         let _ = (io, peer);
     }
+    /// A parsed client command. Replies go through `Io::reply`, in command order per client;
+    /// they may come later (after a round trip to other nodes).
+    fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {
+        let _ = command;
+        io.reply(client, &Reply::Error("ERR this node serves no clients"));
+    }
+    fn on_client_closed(&mut self, io: &mut impl Io, client: ClientId) {
+        let _ = (io, client);
+    }
+    /// Once per loop iteration, just before the driver writes to sockets (Redis's
+    /// `beforesleep`): the moment to emit frames batched during the iteration.
+    fn on_flush(&mut self, io: &mut impl Io) {
+        let _ = io;
+    }
 }
 
 pub trait Io {
@@ -65,4 +84,9 @@ pub trait Io {
     fn output(&mut self, line: std::fmt::Arguments<'_>);
     /// The role has finished: flush what is queued and leave the loop.
     fn stop(&mut self);
+    /// Queues a reply to a client (RESP or REPL text, as the client speaks). A client whose
+    /// output grows past its limit is disconnected; false if the client is gone.
+    fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool;
+    /// Closes a client once its queued replies are written (QUIT).
+    fn close_client(&mut self, client: ClientId);
 }

@@ -80,11 +80,7 @@ fn gossip_message_path_does_not_allocate() {
     let config = gossip::Config::new(nodes, 1, 2_500_000, 2_000_000);
     let threads: Vec<_> = (0..nodes)
         .map(|node| {
-            let net_config = net::Config {
-                node,
-                addresses: addresses.clone(),
-                cluster: "alloc".to_string(),
-            };
+            let net_config = net::Config::peers_only(node, addresses.clone(), "alloc".to_string());
             let role = Counted(Gossip::new(config.clone(), node));
             std::thread::spawn(move || {
                 let driver = Driver::new(net_config, role).expect("listen");

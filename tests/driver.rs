@@ -104,11 +104,7 @@ fn run(
     cluster: &str,
     probe: Probe,
 ) -> thread::JoinHandle<Probe> {
-    let config = net::Config {
-        node,
-        addresses,
-        cluster: cluster.to_string(),
-    };
+    let config = net::Config::peers_only(node, addresses, cluster.to_string());
     thread::spawn(move || Driver::new(config, probe).unwrap().run().unwrap().0)
 }
 

@@ -25,16 +25,26 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::pipe;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::node::{Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::wire::client::{self, Command, LINE_BYTES_MAX, Reply};
 use crate::wire::{self, FRAME_BYTES_MAX, Hello, Message, PROTOCOL_VERSION};
 use crate::{debug, info};
 use buffer::Buffer;
 use wheel::{TICK_US, TimerWheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+const CLIENT_LISTENER: Token = Token(usize::MAX - 2);
+const REPL_TOKEN: Token = Token(usize::MAX - 3);
+/// The client id of the REPL on stdin.
+pub const REPL_CLIENT: ClientId = usize::MAX - 3;
+/// RESP clients beyond the peers.
+const CLIENTS_MAX: usize = 1024;
+/// Largest stdin read as a regular file (REPL script).
+const REPL_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// Inbound connections not yet identified may take this many slots beyond one per peer.
 const UNIDENTIFIED_CONNECTIONS_MAX: usize = 64;
@@ -57,6 +67,22 @@ pub struct Config {
     /// Every node's listening address, indexed by node id.
     pub addresses: Vec<SocketAddr>,
     pub cluster: String,
+    /// Serve RESP clients on this address.
+    pub clients: Option<SocketAddr>,
+    /// Read REPL commands from stdin (replies as text on stdout).
+    pub repl: bool,
+}
+
+impl Config {
+    pub fn peers_only(node: NodeId, addresses: Vec<SocketAddr>, cluster: String) -> Config {
+        Config {
+            node,
+            addresses,
+            cluster,
+            clients: None,
+            repl: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,6 +112,12 @@ struct Connection {
     dirty: bool,
     /// The role was told the buffer is full; call `on_writable` once it drains.
     want_writable: bool,
+    /// A RESP client (not a peer): no handshake, commands instead of frames.
+    client: bool,
+    /// Client input waits while its replies are past the high-water mark.
+    input_paused: bool,
+    /// Close once the output is written (QUIT, or an error reply).
+    close_after_flush: bool,
 }
 
 struct Peer {
@@ -98,6 +130,17 @@ struct Peer {
     next_dial_us: Micros,
 }
 
+/// The REPL: commands from stdin, replies as text to stdout.
+struct Repl {
+    /// None when stdin was a regular file, read whole at start.
+    receiver: Option<pipe::Receiver>,
+    input: Vec<u8>,
+    eof: bool,
+    /// Interactive: print a prompt.
+    prompt: bool,
+    output: Vec<u8>,
+}
+
 /// Everything a role may touch through `Io`; the driver owns it beside the role.
 struct NetIo {
     node: NodeId,
@@ -107,6 +150,10 @@ struct NetIo {
     now_us: Micros,
     poll: Poll,
     listener: TcpListener,
+    client_listener: Option<TcpListener>,
+    repl: Option<Repl>,
+    /// Scratch: argument spans of the command being handed to the role.
+    spans: Vec<(u32, u32)>,
     connections: Slab<Connection>,
     peers: Vec<Peer>,
     dirty: Vec<usize>,
@@ -139,6 +186,20 @@ impl<R: Role> Driver<R> {
         let mut listener = TcpListener::bind(config.addresses[config.node])?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let client_listener = match config.clients {
+            Some(address) => {
+                let mut listener = TcpListener::bind(address)?;
+                poll.registry()
+                    .register(&mut listener, CLIENT_LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let repl = if config.repl {
+            Some(open_repl(&poll)?)
+        } else {
+            None
+        };
         let peers = config
             .addresses
             .iter()
@@ -163,7 +224,10 @@ impl<R: Role> Driver<R> {
             now_us: epoch_us as Micros,
             poll,
             listener,
-            connections: Slab::with_capacity(nodes + UNIDENTIFIED_CONNECTIONS_MAX),
+            client_listener,
+            repl,
+            spans: Vec::with_capacity(client::ARGS_MAX),
+            connections: Slab::with_capacity(nodes + UNIDENTIFIED_CONNECTIONS_MAX + CLIENTS_MAX),
             peers,
             dirty: Vec::with_capacity(nodes + UNIDENTIFIED_CONNECTIONS_MAX),
             ready: Vec::with_capacity(nodes + UNIDENTIFIED_CONNECTIONS_MAX),
@@ -195,7 +259,10 @@ impl<R: Role> Driver<R> {
         self.io.update_now();
         self.role.on_start(&mut self.io);
         self.deliver_local();
+        self.handle_repl();
         while !self.io.stopping {
+            self.role.on_flush(&mut self.io);
+            self.deliver_local();
             self.flush_dirty();
             self.notify_writable();
             let timeout = self.poll_timeout();
@@ -242,6 +309,10 @@ impl<R: Role> Driver<R> {
             let (token, readable, writable) = self.pending[index];
             if token == LISTENER {
                 self.accept_all();
+            } else if token == CLIENT_LISTENER {
+                self.accept_clients();
+            } else if token == REPL_TOKEN {
+                self.read_repl();
             } else {
                 self.connection_event(token.0, readable, writable);
             }
@@ -253,6 +324,10 @@ impl<R: Role> Driver<R> {
         for index in 0..count {
             let key = self.io.ready[index];
             if self.io.connections.contains(key) {
+                if let Err(reason) = self.handle_input(key) {
+                    self.close(key, &reason);
+                    continue;
+                }
                 self.read(key);
             }
         }
@@ -296,6 +371,16 @@ impl<R: Role> Driver<R> {
     }
 
     fn open(&mut self, stream: TcpStream, peer: Option<NodeId>, state: State) -> io::Result<usize> {
+        self.open_connection(stream, peer, state, false)
+    }
+
+    fn open_connection(
+        &mut self,
+        stream: TcpStream,
+        peer: Option<NodeId>,
+        state: State,
+        client: bool,
+    ) -> io::Result<usize> {
         let io = &mut self.io;
         assert!(
             io.connections.len() < io.connections.capacity(),
@@ -318,6 +403,9 @@ impl<R: Role> Driver<R> {
             opened_us: io.now_us,
             dirty: false,
             want_writable: false,
+            client,
+            input_paused: false,
+            close_after_flush: false,
         });
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) =
@@ -332,8 +420,123 @@ impl<R: Role> Driver<R> {
         if state == State::Handshaking {
             connection.stream.set_nodelay(true)?;
             io.queue_hello(key);
+        } else if client {
+            connection.stream.set_nodelay(true)?;
         }
         Ok(key)
+    }
+
+    fn accept_clients(&mut self) {
+        loop {
+            let Some(listener) = &self.io.client_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, address)) => {
+                    if self.io.connections.len() == self.io.connections.capacity() {
+                        info!("refusing client {address}: connection table full");
+                        continue;
+                    }
+                    debug!("client {address} connected");
+                    if let Err(error) = self.open_connection(stream, None, State::Up, true) {
+                        info!("cannot register client {address}: {error}");
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    info!("accept failed: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads what stdin has (until `WouldBlock`), then handles complete lines.
+    fn read_repl(&mut self) {
+        let Some(repl) = &mut self.io.repl else {
+            return;
+        };
+        let Some(receiver) = &mut repl.receiver else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match receiver.read(&mut chunk) {
+                Ok(0) => {
+                    repl.eof = true;
+                    break;
+                }
+                Ok(count) => repl.input.extend_from_slice(&chunk[..count]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    info!("stdin: {error}");
+                    repl.eof = true;
+                    break;
+                }
+            }
+            if repl.input.len() > LINE_BYTES_MAX * 16 {
+                break; // handle what we have first; the rest waits in the pipe
+            }
+        }
+        self.handle_repl();
+    }
+
+    /// Hands every complete REPL line to the role (the last one too, at end of input).
+    fn handle_repl(&mut self) {
+        let Some(repl) = &mut self.io.repl else {
+            return;
+        };
+        let mut input = std::mem::take(&mut repl.input);
+        let eof = repl.eof;
+        let mut spans = std::mem::take(&mut self.io.spans);
+        let mut at = 0;
+        while at < input.len() && !self.io.stopping {
+            let end = match input[at..].iter().position(|&b| b == b'\n') {
+                Some(length) => at + length,
+                None if eof => input.len(),
+                None => break,
+            };
+            let line = &input[at..end];
+            at = (end + 1).min(input.len());
+            if line.len() > LINE_BYTES_MAX {
+                self.io
+                    .reply(REPL_CLIENT, &Reply::Error("ERR line too long"));
+                continue;
+            }
+            match client::parse_line(line, &mut spans) {
+                Ok(()) if spans.is_empty() => {}
+                Ok(()) => {
+                    let command = Command {
+                        data: line,
+                        spans: &spans,
+                    };
+                    self.role.on_client(&mut self.io, REPL_CLIENT, command);
+                    self.deliver_local();
+                }
+                Err(error) => {
+                    let text = format!("ERR {error}");
+                    self.io.reply(REPL_CLIENT, &Reply::Error(&text));
+                }
+            }
+        }
+        if at < input.len() && input.len() - at > LINE_BYTES_MAX {
+            self.io
+                .reply(REPL_CLIENT, &Reply::Error("ERR line too long"));
+            at = input.len();
+        }
+        input.drain(..at);
+        self.io.spans = spans;
+        if let Some(repl) = &mut self.io.repl {
+            repl.input = input;
+            if repl.eof && repl.input.is_empty() && repl.receiver.is_some() {
+                // End of commands; the node keeps serving its other clients.
+                if let Some(mut receiver) = repl.receiver.take() {
+                    let _ = self.io.poll.registry().deregister(&mut receiver);
+                }
+            }
+        }
     }
 
     fn dial_due_peers(&mut self) {
@@ -444,8 +647,11 @@ impl<R: Role> Driver<R> {
         self.io.ready.push(key);
     }
 
-    /// Handles every complete frame in the connection's input buffer.
+    /// Handles every complete frame (or client command) in the connection's input buffer.
     fn handle_input(&mut self, key: usize) -> Result<(), String> {
+        if self.io.connections[key].client {
+            return self.handle_client_input(key);
+        }
         let mut input = std::mem::replace(&mut self.io.connections[key].input, Buffer::empty());
         let mut result = Ok(());
         while !self.io.stopping {
@@ -469,6 +675,57 @@ impl<R: Role> Driver<R> {
             self.io.stats.frames_in += 1;
         }
         self.io.connections[key].input = input;
+        result
+    }
+
+    /// Hands every complete RESP command to the role, unless the client's replies are piling up
+    /// (then the rest waits: pipelining clients get backpressure, not unbounded buffers).
+    fn handle_client_input(&mut self, key: usize) -> Result<(), String> {
+        let mut input = std::mem::replace(&mut self.io.connections[key].input, Buffer::empty());
+        let mut spans = std::mem::take(&mut self.io.spans);
+        let mut result = Ok(());
+        while !self.io.stopping {
+            let Some(connection) = self.io.connections.get_mut(key) else {
+                break;
+            };
+            if connection.close_after_flush {
+                break;
+            }
+            if connection.output.len() > OUTPUT_HIGH_WATER {
+                connection.input_paused = true;
+                break;
+            }
+            match client::parse_resp(input.data(), &mut spans) {
+                Ok(None) => break,
+                Ok(Some(length)) => {
+                    if !spans.is_empty() {
+                        let command = Command {
+                            data: &input.data()[..length],
+                            spans: &spans,
+                        };
+                        self.role.on_client(&mut self.io, key, command);
+                        self.deliver_local();
+                    }
+                    input.consume(length);
+                }
+                Err(error) => {
+                    let text = format!("ERR {error}");
+                    self.io.reply(key, &Reply::Error(&text));
+                    result = Err(error.to_string());
+                    break;
+                }
+            }
+        }
+        self.io.spans = spans;
+        if let Some(connection) = self.io.connections.get_mut(key) {
+            connection.input = input;
+        }
+        if let Err(reason) = &result {
+            // Let the error reply go out first.
+            self.io.close_client(key);
+            debug!("client {key}: {reason}");
+            return Ok(());
+        }
         result
     }
 
@@ -524,6 +781,12 @@ impl<R: Role> Driver<R> {
         connection.input.clear();
         connection.output.clear();
         io.spare_buffers.push((connection.input, connection.output));
+        if connection.client {
+            debug!("client {key} closed: {reason}");
+            self.role.on_client_closed(&mut self.io, key);
+            self.deliver_local();
+            return;
+        }
         let Some(peer) = connection.peer else {
             let address = connection.stream.peer_addr().map(|a| a.to_string());
             info!(
@@ -554,6 +817,7 @@ impl<R: Role> Driver<R> {
 
     /// One `write` per dirty connection: everything queued since the last poll goes together.
     fn flush_dirty(&mut self) {
+        self.io.flush_repl();
         let mut index = 0;
         while index < self.io.dirty.len() {
             let key = self.io.dirty[index];
@@ -561,6 +825,12 @@ impl<R: Role> Driver<R> {
                 Ok(true) => index += 1,
                 Ok(false) => {
                     self.io.dirty.swap_remove(index);
+                    let done = self.io.connections.get(key).is_some_and(|connection| {
+                        connection.close_after_flush && connection.output.is_empty()
+                    });
+                    if done {
+                        self.close(key, "closed after its last reply");
+                    }
                 }
                 Err(error) => {
                     self.io.dirty.swap_remove(index);
@@ -617,7 +887,64 @@ impl<R: Role> Driver<R> {
     }
 }
 
+/// Stdin as a non-blocking pipe registered with the poll, or, for a regular file (which epoll
+/// cannot watch), its whole content read now.
+fn open_repl(poll: &Poll) -> io::Result<Repl> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let prompt = stdin.is_terminal();
+    let owned = stdin.as_fd().try_clone_to_owned()?;
+    let file = std::fs::File::from(owned);
+    if file.metadata()?.is_file() {
+        let mut input = Vec::new();
+        file.take(REPL_FILE_BYTES_MAX).read_to_end(&mut input)?;
+        return Ok(Repl {
+            receiver: None,
+            input,
+            eof: true,
+            prompt,
+            output: Vec::new(),
+        });
+    }
+    let mut receiver = pipe::Receiver::from(std::os::fd::OwnedFd::from(file));
+    receiver.set_nonblocking(true)?;
+    let registered = poll
+        .registry()
+        .register(&mut receiver, REPL_TOKEN, Interest::READABLE);
+    let (receiver, eof) = match registered {
+        Ok(()) => (Some(receiver), false),
+        Err(error) => {
+            info!("stdin cannot be watched ({error}); the REPL is off");
+            (None, true)
+        }
+    };
+    let mut output = Vec::new();
+    if prompt {
+        output.extend_from_slice(b"pollen> ");
+    }
+    Ok(Repl {
+        receiver,
+        input: Vec::new(),
+        eof,
+        prompt,
+        output,
+    })
+}
+
 impl NetIo {
+    /// REPL replies go to stdout in one write per iteration.
+    fn flush_repl(&mut self) {
+        let Some(repl) = &mut self.repl else { return };
+        if repl.output.is_empty() {
+            return;
+        }
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(&repl.output);
+        let _ = stdout.flush();
+        repl.output.clear();
+    }
+
     fn update_now(&mut self) {
         self.now_us = self.epoch_us + self.start.elapsed().as_micros() as Micros;
     }
@@ -684,6 +1011,10 @@ impl NetIo {
                 }
                 Err(error) => return Err(error),
             }
+        }
+        if connection.input_paused && connection.output.len() <= OUTPUT_LOW_WATER {
+            connection.input_paused = false;
+            self.ready.push(key);
         }
         if connection.want_writable && connection.output.len() <= OUTPUT_LOW_WATER {
             connection.want_writable = false;
@@ -769,5 +1100,43 @@ impl Io for NetIo {
 
     fn stop(&mut self) {
         self.stopping = true;
+    }
+
+    fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool {
+        if client == REPL_CLIENT {
+            let Some(repl) = &mut self.repl else {
+                return false;
+            };
+            reply.encode_text(&mut repl.output);
+            if repl.prompt && !matches!(reply, Reply::Array(_)) {
+                repl.output.extend_from_slice(b"pollen> ");
+            }
+            return true;
+        }
+        let Some(connection) = self.connections.get_mut(client).filter(|c| c.client) else {
+            return false;
+        };
+        if connection.close_after_flush {
+            return false;
+        }
+        let Some(tail) = connection.output.reserve(reply.resp_len()) else {
+            // A client that does not read its replies is not allowed to grow our memory.
+            info!("client {client}: output buffer full; disconnecting it");
+            connection.close_after_flush = true;
+            connection.output.clear();
+            self.mark_dirty(client);
+            return false;
+        };
+        let length = reply.encode_resp(tail);
+        connection.output.commit(length);
+        self.mark_dirty(client);
+        true
+    }
+
+    fn close_client(&mut self, client: ClientId) {
+        if let Some(connection) = self.connections.get_mut(client).filter(|c| c.client) {
+            connection.close_after_flush = true;
+            self.mark_dirty(client);
+        }
     }
 }

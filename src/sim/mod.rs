@@ -38,7 +38,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{Rng, SeedableRng};
 use slab::Slab;
 
-use crate::node::{Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::wire::client::Reply;
 use crate::wire::{self, Message};
 use faults::Fault;
 
@@ -172,6 +173,8 @@ struct NodeState {
     /// Clock rate in parts per million of virtual time.
     rate_ppm: u64,
     outputs: Vec<String>,
+    /// Replies to clients, as REPL text, in order.
+    replies: Vec<(ClientId, String)>,
 }
 
 /// One direction of a connection.
@@ -248,6 +251,7 @@ impl<R: Role, O: Observer> Sim<R, O> {
                 deferred: std::collections::VecDeque::new(),
                 rate_ppm: 1_000_000 - skew_ppm + uniform(&mut rng, 0, 2 * skew_ppm),
                 outputs: Vec::new(),
+                replies: Vec::new(),
             })
             .collect();
         let mut directions = vec![Direction::default(); nodes * nodes];
@@ -460,6 +464,8 @@ impl<R: Role, O: Observer> Sim<R, O> {
                 unreachable!("world actions are handled in dispatch")
             }
         }
+        // Every event is its own loop iteration here.
+        role.on_flush(&mut io);
     }
 
     fn apply_fault(&mut self, fault: Fault) {
@@ -641,6 +647,21 @@ impl<O: Observer> Io for SimIo<'_, O> {
         let text = line.to_string();
         self.world.log(self.node, format_args!("output {text}"));
         self.world.nodes[self.node].outputs.push(text);
+    }
+
+    fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool {
+        let mut text = Vec::new();
+        reply.encode_text(&mut text);
+        let line = String::from_utf8_lossy(&text).trim_end().to_string();
+        self.world
+            .log(self.node, format_args!("reply to client {client}: {line}"));
+        self.world.nodes[self.node].replies.push((client, line));
+        true
+    }
+
+    fn close_client(&mut self, client: ClientId) {
+        self.world
+            .log(self.node, format_args!("close client {client}"));
     }
 
     fn stop(&mut self) {
