@@ -624,9 +624,18 @@ impl<R: Role> Driver<R> {
             let Some(connection) = self.io.connections.get_mut(key) else {
                 return;
             };
+            if connection.input_paused || connection.close_after_flush {
+                return; // resumed from the ready list once its replies drain
+            }
             connection.input.compact();
+            if connection.input.tail().is_empty() {
+                // Only a client can fill its buffer without completing a command.
+                self.io.reply(key, &Reply::Error("ERR command too large"));
+                self.io.close_client(key);
+                return;
+            }
+            let connection = &mut self.io.connections[key];
             let tail = connection.input.tail();
-            debug_assert!(tail.len() >= FRAME_BYTES_MAX, "a whole frame always fits");
             match connection.stream.read(tail) {
                 Ok(0) => return self.close(key, "closed by peer"),
                 Ok(count) => {
