@@ -883,6 +883,13 @@ pub fn summary(message: &Message<'_>) -> String {
         Message::RingApprove(approve) => format!("{approve:?}"),
         Message::RingResult(result) => format!("{result:?}"),
         Message::RingSyncRequest(request) => format!("{request:?}"),
+        Message::KvOps(ops) => format!("KvOps to {} ({} ops)", ops.target, ops.iter().count()),
+        Message::KvResults(results) => format!("KvResults ({})", results.iter().count()),
+        Message::KvMembership(membership) => format!(
+            "KvMembership {} {:?}",
+            membership.epoch,
+            membership.members.iter().collect::<Vec<_>>()
+        ),
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod client;
 mod items;
+pub mod kv;
 mod ring;
 
 pub use items::{Item, Items};
@@ -62,6 +63,9 @@ pub enum Kind {
     RingSync = 10,
     RingResult = 11,
     RingSyncRequest = 12,
+    KvOps = 13,
+    KvResults = 14,
+    KvMembership = 15,
 }
 
 impl Kind {
@@ -79,6 +83,9 @@ impl Kind {
             10 => Some(Kind::RingSync),
             11 => Some(Kind::RingResult),
             12 => Some(Kind::RingSyncRequest),
+            13 => Some(Kind::KvOps),
+            14 => Some(Kind::KvResults),
+            15 => Some(Kind::KvMembership),
             _ => None,
         }
     }
@@ -232,6 +239,9 @@ pub enum Message<'a> {
     RingSync(RingSync<'a>),
     RingResult(RingResult),
     RingSyncRequest(RingSyncRequest),
+    KvOps(kv::KvOps<'a>),
+    KvResults(kv::KvResults<'a>),
+    KvMembership(kv::KvMembership<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -249,6 +259,9 @@ impl<'a> Message<'a> {
             Message::RingSync(_) => Kind::RingSync,
             Message::RingResult(_) => Kind::RingResult,
             Message::RingSyncRequest(_) => Kind::RingSyncRequest,
+            Message::KvOps(_) => Kind::KvOps,
+            Message::KvResults(_) => Kind::KvResults,
+            Message::KvMembership(_) => Kind::KvMembership,
         }
     }
 
@@ -331,6 +344,15 @@ impl<'a> Message<'a> {
             Kind::RingSyncRequest => RingSyncRequest::decode(payload)
                 .map(Message::RingSyncRequest)
                 .map_err(malformed),
+            Kind::KvOps => kv::KvOps::decode(payload)
+                .map(Message::KvOps)
+                .map_err(malformed),
+            Kind::KvResults => kv::KvResults::decode(payload)
+                .map(Message::KvResults)
+                .map_err(malformed),
+            Kind::KvMembership => kv::KvMembership::decode(payload)
+                .map(Message::KvMembership)
+                .map_err(malformed),
         }
     }
 
@@ -350,6 +372,9 @@ impl<'a> Message<'a> {
                 Message::RingSync(sync) => sync.encoded_len(),
                 Message::RingResult(_) => RingResult::LEN,
                 Message::RingSyncRequest(_) => RingSyncRequest::LEN,
+                Message::KvOps(ops) => ops.encoded_len(),
+                Message::KvResults(results) => results.encoded_len(),
+                Message::KvMembership(membership) => membership.encoded_len(),
             }
     }
 
@@ -389,6 +414,9 @@ impl<'a> Message<'a> {
             Message::RingSync(sync) => sync.encode(payload),
             Message::RingResult(result) => result.encode(payload),
             Message::RingSyncRequest(request) => request.encode(payload),
+            Message::KvOps(ops) => ops.encode(payload),
+            Message::KvResults(results) => results.encode(payload),
+            Message::KvMembership(membership) => membership.encode(payload),
         }
         length
     }

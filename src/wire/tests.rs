@@ -23,8 +23,58 @@ fn samples() -> Vec<(Vec<u32>, Vec<OriginState>)> {
     ]
 }
 
+fn kv_batches() -> (&'static [u8], &'static [u8]) {
+    use std::sync::OnceLock;
+    static BATCHES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    let (ops, results) = BATCHES.get_or_init(|| {
+        let mut ops = Vec::new();
+        kv::Op {
+            kind: kv::OP_SET,
+            request: 7,
+            version: 3,
+            key: b"k",
+            value: b"value",
+        }
+        .append_to(&mut ops);
+        kv::Op {
+            kind: kv::OP_GET,
+            request: 8,
+            version: 0,
+            key: b"key2",
+            value: b"",
+        }
+        .append_to(&mut ops);
+        let mut results = Vec::new();
+        kv::OpResult {
+            request: 7,
+            status: kv::STATUS_OK,
+            value: b"",
+        }
+        .append_to(&mut results);
+        kv::OpResult {
+            request: 8,
+            status: kv::STATUS_VALUE,
+            value: b"v",
+        }
+        .append_to(&mut results);
+        (ops, results)
+    });
+    (ops, results)
+}
+
 fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>> {
+    let (ops, results) = kv_batches();
     vec![
+        Message::KvOps(kv::KvOps {
+            target: NO_NODE,
+            ops,
+        }),
+        Message::KvResults(kv::KvResults { results }),
+        Message::KvMembership(kv::KvMembership {
+            epoch: 2,
+            replicas: 2,
+            members: Items::Host(&[0, 2]),
+        }),
         Message::Hello(Hello {
             version: 1,
             nodes: 4,
@@ -121,7 +171,7 @@ fn length_field_out_of_range_is_an_error() {
 
 #[test]
 fn unknown_kind_is_an_error() {
-    for kind in [0u8, 13, 99, 255] {
+    for kind in [0u8, 16, 99, 255] {
         let mut frame = vec![0u8; HEADER_LEN + 3];
         let length = frame.len() as u32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
@@ -261,4 +311,21 @@ fn batch_capacity_fits_the_frame_limit() {
     });
     assert!(message.encoded_len() <= FRAME_BYTES_MAX);
     assert!(message.encoded_len() + 4 > FRAME_BYTES_MAX);
+}
+
+#[test]
+fn kv_batches_iterate_what_was_appended() {
+    let (ops, results) = kv_batches();
+    let decoded = kv::KvOps::decode(&[&[0xFF, 0xFF][..], ops].concat())
+        .unwrap()
+        .iter()
+        .count();
+    assert_eq!(decoded, 2);
+    let batch = kv::KvResults { results };
+    let statuses: Vec<u8> = batch.iter().map(|result| result.status).collect();
+    assert_eq!(statuses, vec![kv::STATUS_OK, kv::STATUS_VALUE]);
+    // A key length pointing past the end is refused at decode time.
+    let mut broken = [&[0, 0][..], ops].concat();
+    broken[2 + 18] = 200;
+    assert!(kv::KvOps::decode(&broken).is_err());
 }

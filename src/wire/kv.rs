@@ -1,0 +1,275 @@
+//! The kv role's messages. Operations and results travel in batches: one frame carries every
+//! operation the master has for a worker at the end of a loop iteration. A batch is a byte
+//! run of records, validated whole at decode time so that iterating it cannot fail.
+
+use byteorder::{BigEndian, ByteOrder};
+
+use super::Items;
+
+pub const OP_GET: u8 = 1;
+pub const OP_SET: u8 = 2;
+pub const OP_DEL: u8 = 3;
+/// Store without replying (a transfer during rebalancing); applied only if newer.
+pub const OP_PUT: u8 = 4;
+/// Reply with this worker's counts (`KvStats` as the value).
+pub const OP_STATS: u8 = 5;
+/// Exit.
+pub const OP_KILL: u8 = 6;
+const OP_MAX: u8 = 6;
+
+pub const STATUS_OK: u8 = 0;
+pub const STATUS_NIL: u8 = 1;
+pub const STATUS_VALUE: u8 = 2;
+/// The value is an 8-byte integer.
+pub const STATUS_INTEGER: u8 = 3;
+const STATUS_MAX: u8 = 3;
+
+/// A record header: kind, request, version, key length, value length.
+const OP_HEADER: usize = 1 + 8 + 8 + 2 + 4;
+/// A result header: request, status, value length.
+const RESULT_HEADER: usize = 8 + 1 + 4;
+
+/// Largest key.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Largest value (documented limit; larger SETs are refused with an error).
+pub const VALUE_BYTES_MAX: usize = 128 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op<'a> {
+    pub kind: u8,
+    pub request: u64,
+    /// Write order assigned by the master: a newer version wins.
+    pub version: u64,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl Op<'_> {
+    pub fn encoded_len(&self) -> usize {
+        OP_HEADER + self.key.len() + self.value.len()
+    }
+
+    /// Appends the record to a batch being built.
+    pub fn append_to(&self, batch: &mut Vec<u8>) {
+        let start = batch.len();
+        batch.resize(start + OP_HEADER, 0);
+        let header = &mut batch[start..];
+        header[0] = self.kind;
+        BigEndian::write_u64(&mut header[1..9], self.request);
+        BigEndian::write_u64(&mut header[9..17], self.version);
+        BigEndian::write_u16(&mut header[17..19], self.key.len() as u16);
+        BigEndian::write_u32(&mut header[19..23], self.value.len() as u32);
+        batch.extend_from_slice(self.key);
+        batch.extend_from_slice(self.value);
+    }
+}
+
+/// Master → worker (and worker → master → worker for transfers): a batch of operations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvOps<'a> {
+    /// For a worker's transfer: the worker the master should forward it to; else `NO_NODE`.
+    pub target: u16,
+    /// Validated records.
+    pub ops: &'a [u8],
+}
+
+impl<'a> KvOps<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        if payload.len() < 2 {
+            return Err("too short");
+        }
+        let ops = &payload[2..];
+        let mut at = 0;
+        while at < ops.len() {
+            if ops.len() - at < OP_HEADER {
+                return Err("truncated operation");
+            }
+            let header = &ops[at..];
+            if header[0] == 0 || header[0] > OP_MAX {
+                return Err("unknown operation");
+            }
+            let key = BigEndian::read_u16(&header[17..19]) as usize;
+            let value = BigEndian::read_u32(&header[19..23]) as usize;
+            if key > KEY_BYTES_MAX || value > VALUE_BYTES_MAX {
+                return Err("operation too large");
+            }
+            at += OP_HEADER;
+            if ops.len() - at < key + value {
+                return Err("truncated operation");
+            }
+            at += key + value;
+        }
+        Ok(KvOps {
+            target: BigEndian::read_u16(&payload[0..2]),
+            ops,
+        })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        2 + self.ops.len()
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u16(&mut out[0..2], self.target);
+        out[2..2 + self.ops.len()].copy_from_slice(self.ops);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Op<'a>> + 'a {
+        let ops = self.ops;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= ops.len() {
+                return None;
+            }
+            let header = &ops[at..];
+            let key = BigEndian::read_u16(&header[17..19]) as usize;
+            let value = BigEndian::read_u32(&header[19..23]) as usize;
+            let body = at + OP_HEADER;
+            let op = Op {
+                kind: header[0],
+                request: BigEndian::read_u64(&header[1..9]),
+                version: BigEndian::read_u64(&header[9..17]),
+                key: &ops[body..body + key],
+                value: &ops[body + key..body + key + value],
+            };
+            at = body + key + value;
+            Some(op)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpResult<'a> {
+    pub request: u64,
+    pub status: u8,
+    pub value: &'a [u8],
+}
+
+impl OpResult<'_> {
+    pub fn encoded_len(&self) -> usize {
+        RESULT_HEADER + self.value.len()
+    }
+
+    pub fn append_to(&self, batch: &mut Vec<u8>) {
+        let start = batch.len();
+        batch.resize(start + RESULT_HEADER, 0);
+        let header = &mut batch[start..];
+        BigEndian::write_u64(&mut header[0..8], self.request);
+        header[8] = self.status;
+        BigEndian::write_u32(&mut header[9..13], self.value.len() as u32);
+        batch.extend_from_slice(self.value);
+    }
+}
+
+/// Worker → master: a batch of results.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvResults<'a> {
+    pub results: &'a [u8],
+}
+
+impl<'a> KvResults<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        let mut at = 0;
+        while at < payload.len() {
+            if payload.len() - at < RESULT_HEADER {
+                return Err("truncated result");
+            }
+            if payload[at + 8] > STATUS_MAX {
+                return Err("unknown status");
+            }
+            let value = BigEndian::read_u32(&payload[at + 9..at + 13]) as usize;
+            at += RESULT_HEADER;
+            if value > VALUE_BYTES_MAX || payload.len() - at < value {
+                return Err("truncated result");
+            }
+            at += value;
+        }
+        Ok(KvResults { results: payload })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..self.results.len()].copy_from_slice(self.results);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = OpResult<'a>> + 'a {
+        let results = self.results;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= results.len() {
+                return None;
+            }
+            let value = BigEndian::read_u32(&results[at + 9..at + 13]) as usize;
+            let result = OpResult {
+                request: BigEndian::read_u64(&results[at..at + 8]),
+                status: results[at + 8],
+                value: &results[at + RESULT_HEADER..at + RESULT_HEADER + value],
+            };
+            at += RESULT_HEADER + value;
+            Some(result)
+        })
+    }
+}
+
+/// Master → workers: the live membership (placement follows from it) and the replica count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvMembership<'a> {
+    pub epoch: u32,
+    pub replicas: u8,
+    pub members: Items<'a, u16>,
+}
+
+impl<'a> KvMembership<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        if payload.len() < 5 {
+            return Err("too short");
+        }
+        Ok(KvMembership {
+            epoch: BigEndian::read_u32(&payload[0..4]),
+            replicas: payload[4],
+            members: Items::from_wire(&payload[5..]).ok_or("members not whole")?,
+        })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        5 + self.members.encoded_len()
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u32(&mut out[0..4], self.epoch);
+        out[4] = self.replicas;
+        self.members.encode(&mut out[5..]);
+    }
+}
+
+/// A worker's counts, the value of an `OP_STATS` result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvStats {
+    /// Live keys held.
+    pub keys: u64,
+    /// Keys for which this worker is the first replica.
+    pub primary: u64,
+    /// Keys held that this worker is not a replica of any more.
+    pub misplaced: u64,
+}
+
+impl KvStats {
+    pub const LEN: usize = 24;
+
+    pub fn write(&self, out: &mut [u8; 24]) {
+        BigEndian::write_u64(&mut out[0..8], self.keys);
+        BigEndian::write_u64(&mut out[8..16], self.primary);
+        BigEndian::write_u64(&mut out[16..24], self.misplaced);
+    }
+
+    pub fn read(bytes: &[u8]) -> Option<KvStats> {
+        (bytes.len() == Self::LEN).then(|| KvStats {
+            keys: BigEndian::read_u64(&bytes[0..8]),
+            primary: BigEndian::read_u64(&bytes[8..16]),
+            misplaced: BigEndian::read_u64(&bytes[16..24]),
+        })
+    }
+}
