@@ -18,6 +18,7 @@ usage: pollen SUBCOMMAND [OPTIONS]
 subcommands:
   gossip    broadcast seeded random numbers to all peers; all print the same (count, checksum)
   ring      a master drives workers passing numbered values around a ring (cloudy)
+  kv        a replicated key-value store: a master (REPL on stdin, Redis protocol) and workers
   sim ROLE  run ROLE in the deterministic simulator with injected faults, and check it
   ports N   print N free TCP ports on 127.0.0.1 (for scripts)
 
@@ -40,6 +41,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("ports") => run_ports(rest),
         Some("sim") => run_sim(rest),
         Some("ring") => run_ring(rest),
+        Some("kv") => run_kv(rest),
         Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
@@ -567,4 +569,109 @@ fn parse_with_positionals(
     }
     set_log_level(&matches);
     Ok(matches)
+}
+
+const KV_BRIEF: &str = "\
+usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [-v]      (alias: worker)
+       pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--replicas N]
+                        [--resp-port P] [--no-repl] [-v]
+
+The peers file lists the workers (default peers.json). The master reads commands on stdin
+(GET, SET, DEL, KILL, NODES, QUIT, ...) and serves the Redis protocol on --resp-port
+(default 7379).";
+
+fn run_kv(args: &[String]) -> Result<(), Exit> {
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt("h", "host", "this node's host (default 127.0.0.1)", "HOST");
+    options.optopt(
+        "",
+        "peer-config-file",
+        "workers' peers file (default peers.json)",
+        "FILE",
+    );
+    options.optopt("", "replicas", "copies of each key (default 2)", "N");
+    options.optopt(
+        "",
+        "resp-port",
+        "port for Redis clients (default 7379)",
+        "P",
+    );
+    options.optflag("", "no-repl", "do not read commands from stdin");
+    options.optopt(
+        "",
+        "cluster",
+        "cluster name in the handshake (default pollen-kv)",
+        "NAME",
+    );
+    let matches = parse_with_positionals(&options, args, KV_BRIEF)?;
+    let words: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let (is_master, port) = match words.as_slice() {
+        ["slave" | "worker", port] => (false, *port),
+        ["master", port] => (true, *port),
+        _ => return Err(Exit::Usage("kv: bad arguments (try --help)".to_string())),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Exit::Usage(format!("kv: bad port {port:?}")))?;
+    let host = matches
+        .opt_str("h")
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    let replicas: usize = number(&matches, "replicas", 2)?;
+    if !(1..=crate::roles::kv::placement::REPLICAS_MAX).contains(&replicas) {
+        return Err(Exit::Usage("--replicas must be 1..=8".to_string()));
+    }
+    let resp_port: u16 = number(&matches, "resp-port", 7379)?;
+    let peers_path = matches
+        .opt_str("peer-config-file")
+        .unwrap_or("peers.json".to_string());
+    let mut addresses = peers::load(&peers_path).map_err(Exit::Usage)?;
+    if addresses.len() > 63 {
+        return Err(Exit::Usage("kv: at most 63 workers".to_string()));
+    }
+    let workers = addresses.len();
+    let own = peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
+    let node = if is_master {
+        if addresses.contains(&own) {
+            return Err(Exit::Usage(format!(
+                "kv: the master's {own} is listed as a worker"
+            )));
+        }
+        workers
+    } else {
+        peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?
+    };
+    addresses.push(if is_master {
+        own
+    } else {
+        "0.0.0.0:0".parse().expect("valid")
+    });
+    let cluster = matches
+        .opt_str("cluster")
+        .unwrap_or("pollen-kv".to_string());
+    let repl = is_master && !matches.opt_present("no-repl");
+    let clients = if is_master {
+        Some(peers::resolve(&format!("{host}:{resp_port}")).map_err(Exit::Usage)?)
+    } else {
+        None
+    };
+    let role = crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT));
+    let config = net::Config {
+        node,
+        addresses,
+        cluster,
+        clients,
+        repl,
+    };
+    let driver = Driver::new(config, role)
+        .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
+    if is_master {
+        info!(
+            "kv master: {workers} workers, {replicas} replicas, Redis clients on port {resp_port}"
+        );
+    }
+    driver
+        .run()
+        .map_err(|error| Exit::Failure(error.to_string()))?;
+    Ok(())
 }

@@ -3,4 +3,5 @@
 
 pub mod checksum;
 pub mod gossip;
+pub mod kv;
 pub mod ring;

@@ -1,0 +1,792 @@
+//! The kv master: serves clients (RESP and the REPL), places keys on the live workers, and
+//! turns each command into operations batched per worker.
+//!
+//! - Writes (SET, DEL, MSET) go to every live replica of the key and are acknowledged once each
+//!   has applied them; each write carries a version (a counter here) so that replicas and
+//!   transfers agree on the newest.
+//! - Reads (GET, EXISTS, MGET) go to the first live replica.
+//! - Replies leave in command order per client, whatever order the workers answer in: each
+//!   client has a queue of entries and only its head is ever written.
+//! - A worker is dead when its connection drops: writes in flight stop waiting for it, reads in
+//!   flight get an error (the client may retry), and the new membership goes to every live
+//!   worker, which sends the keys the new placement needs (relayed here) — see `worker.rs`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+
+use slab::Slab;
+
+use super::placement::{HashRing, REPLICAS_MAX};
+use crate::node::{ClientId, Io, NodeId};
+use crate::wire::client::{Command, Reply};
+use crate::wire::kv::{
+    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_SET,
+    OP_STATS, Op, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
+};
+use crate::wire::{FRAME_BYTES_MAX, Items, Message, NO_NODE};
+use crate::{debug, info};
+
+const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 16 - KEY_BYTES_MAX - VALUE_BYTES_MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Get,
+    Exists,
+    Set,
+    Del,
+    Stats,
+}
+
+/// One operation the master waits for.
+struct Pending {
+    kind: Kind,
+    client: ClientId,
+    generation: u32,
+    /// Workers still to answer (bit per node id).
+    waiting: u64,
+    /// For reads: found or not, and the value; for DEL: whether a replica had it; for stats:
+    /// the worker's counts.
+    found: bool,
+    value: Vec<u8>,
+    stats: KvStats,
+    failed: bool,
+}
+
+/// What a client is owed, in order.
+enum Entry {
+    /// A reply decided at once (kept in order behind earlier ones).
+    Now(Owned),
+    /// GET, EXISTS, SET, single-key DEL.
+    One(usize),
+    /// MGET: an array of the values.
+    Values(Vec<usize>),
+    /// DEL/EXISTS over several keys: the number that existed.
+    Count(Vec<usize>),
+    /// MSET: OK once all are written.
+    AllOk(Vec<usize>),
+    /// DBSIZE (sum of primary keys) or NODES (a report), over every live worker.
+    Stats {
+        pendings: Vec<usize>,
+        workers: Vec<NodeId>,
+        nodes: bool,
+    },
+    /// QUIT, in its turn: OK, then close the client (the REPL's stops the cluster).
+    Quit,
+}
+
+enum Owned {
+    Reply(Reply<'static>),
+    Error(String),
+    Bulk(Vec<u8>),
+}
+
+pub struct Master {
+    node: NodeId,
+    workers: usize,
+    replicas: usize,
+    up: Vec<bool>,
+    ring: HashRing,
+    epoch: u32,
+    version: u64,
+    batches: Vec<Vec<u8>>,
+    pending: Slab<Pending>,
+    generation: u32,
+    clients: HashMap<ClientId, VecDeque<Entry>>,
+    /// The client whose command is being turned into operations.
+    current: ClientId,
+    /// Scratch: clients with a completed operation in the batch being read.
+    touched: Vec<ClientId>,
+    /// Value buffers of finished operations, reused.
+    spare_values: Vec<Vec<u8>>,
+    /// The REPL client, whose QUIT stops the cluster.
+    repl: Option<ClientId>,
+    stopping: bool,
+    /// Commands that came before the cluster was ready (every worker up, or the start timeout):
+    /// replayed in order then. Owned copies; only at start-up.
+    backlog: Option<Vec<(ClientId, Vec<Vec<u8>>)>>,
+    pub commands: u64,
+}
+
+/// Clients wait at most this long for every worker before being served by those up.
+pub const START_TIMEOUT_US: u64 = 3_000_000;
+
+impl Master {
+    pub fn new(workers: usize, replicas: usize, repl: Option<ClientId>) -> Master {
+        Master {
+            node: workers,
+            workers,
+            replicas: replicas.clamp(1, REPLICAS_MAX),
+            up: vec![false; workers],
+            ring: HashRing::default(),
+            epoch: 0,
+            version: 0,
+            batches: (0..workers)
+                .map(|_| Vec::with_capacity(FRAME_BYTES_MAX))
+                .collect(),
+            pending: Slab::with_capacity(4096),
+            generation: 0,
+            clients: HashMap::new(),
+            current: 0,
+            touched: Vec::new(),
+            spare_values: Vec::new(),
+            repl,
+            stopping: false,
+            backlog: Some(Vec::new()),
+            commands: 0,
+        }
+    }
+
+    fn live(&self) -> Vec<NodeId> {
+        (0..self.workers).filter(|&w| self.up[w]).collect()
+    }
+
+    // ----- membership -----
+
+    pub fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
+        if peer < self.workers {
+            self.up[peer] = true;
+            info!("master: worker {peer} joined");
+            self.new_membership(io);
+            if self.up.iter().all(|&up| up) {
+                self.ready(io);
+            }
+        }
+    }
+
+    /// Serves the commands that waited for the cluster (at the start timeout at the latest).
+    pub fn ready(&mut self, io: &mut impl Io) {
+        let Some(backlog) = self.backlog.take() else {
+            return;
+        };
+        info!("master: serving clients with workers {:?} up", self.live());
+        for (client, args) in backlog {
+            let spans: Vec<(u32, u32)> = args
+                .iter()
+                .scan(0u32, |at, arg| {
+                    let span = (*at, *at + arg.len() as u32);
+                    *at = span.1;
+                    Some(span)
+                })
+                .collect();
+            let data = args.concat();
+            self.on_client(
+                io,
+                client,
+                Command {
+                    data: &data,
+                    spans: &spans,
+                },
+            );
+            if self.stopping {
+                return;
+            }
+        }
+    }
+
+    pub fn on_peer_down(&mut self, io: &mut impl Io, peer: NodeId) {
+        if peer >= self.workers || !self.up[peer] {
+            return;
+        }
+        self.up[peer] = false;
+        info!("master: worker {peer} is down; redistributing its keys");
+        self.batches[peer].clear();
+        // Writes stop waiting for it; reads that needed it fail (the client may retry).
+        let keys: Vec<usize> = self.pending.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let pending = &mut self.pending[key];
+            if pending.waiting & (1 << peer) != 0 {
+                pending.waiting &= !(1 << peer);
+                if matches!(pending.kind, Kind::Get | Kind::Exists | Kind::Stats) {
+                    pending.failed = true;
+                    pending.waiting = 0;
+                }
+            }
+        }
+        self.new_membership(io);
+        self.drain_all(io);
+    }
+
+    fn new_membership(&mut self, io: &mut impl Io) {
+        self.epoch += 1;
+        let live = self.live();
+        self.ring = HashRing::new(&live);
+        let members: Vec<u16> = live.iter().map(|&w| w as u16).collect();
+        let message = Message::KvMembership(KvMembership {
+            epoch: self.epoch,
+            replicas: self.replicas as u8,
+            members: Items::Host(&members),
+        });
+        for &worker in &live {
+            self.flush_batch(io, worker);
+            io.send(worker, &message);
+        }
+    }
+
+    // ----- operations -----
+
+    fn new_pending(&mut self, kind: Kind, waiting: u64) -> usize {
+        self.generation = self.generation.wrapping_add(1);
+        let mut value = self.spare_values.pop().unwrap_or_default();
+        value.clear();
+        self.pending.insert(Pending {
+            kind,
+            client: self.current,
+            generation: self.generation,
+            waiting,
+            found: false,
+            value,
+            stats: KvStats::default(),
+            failed: false,
+        })
+    }
+
+    fn request_id(&self, key: usize) -> u64 {
+        (self.pending[key].generation as u64) << 32 | key as u64
+    }
+
+    fn queue(&mut self, io: &mut impl Io, worker: NodeId, op: Op<'_>) {
+        if self.batches[worker].len() + op.encoded_len() > BATCH_BYTES_MAX {
+            self.flush_batch(io, worker);
+        }
+        op.append_to(&mut self.batches[worker]);
+    }
+
+    fn flush_batch(&mut self, io: &mut impl Io, worker: NodeId) {
+        if self.batches[worker].is_empty() {
+            return;
+        }
+        let message = Message::KvOps(KvOps {
+            target: NO_NODE,
+            ops: &self.batches[worker],
+        });
+        io.send(worker, &message);
+        self.batches[worker].clear();
+    }
+
+    /// The key's live replicas.
+    fn replicas_of(&self, key: &[u8], out: &mut [NodeId; REPLICAS_MAX]) -> usize {
+        self.ring.replicas(key, self.replicas, out)
+    }
+
+    fn read(&mut self, io: &mut impl Io, kind: Kind, key: &[u8]) -> usize {
+        let mut replicas = [0; REPLICAS_MAX];
+        if self.replicas_of(key, &mut replicas) == 0 {
+            let pending = self.new_pending(kind, 0);
+            self.pending[pending].failed = true;
+            return pending;
+        }
+        let worker = replicas[0];
+        let pending = self.new_pending(kind, 1 << worker);
+        let request = self.request_id(pending);
+        self.queue(
+            io,
+            worker,
+            Op {
+                kind: OP_GET,
+                request,
+                version: 0,
+                key,
+                value: b"",
+            },
+        );
+        pending
+    }
+
+    fn write(&mut self, io: &mut impl Io, kind: Kind, key: &[u8], value: &[u8]) -> usize {
+        let mut replicas = [0; REPLICAS_MAX];
+        let count = self.replicas_of(key, &mut replicas);
+        let waiting = replicas[..count].iter().fold(0, |mask, &w| mask | 1 << w);
+        let pending = self.new_pending(kind, waiting);
+        if count == 0 {
+            self.pending[pending].failed = true;
+        }
+        self.version += 1;
+        let request = self.request_id(pending);
+        let op_kind = if kind == Kind::Set { OP_SET } else { OP_DEL };
+        for &worker in &replicas[..count] {
+            let op = Op {
+                kind: op_kind,
+                request,
+                version: self.version,
+                key,
+                value,
+            };
+            self.queue(io, worker, op);
+        }
+        pending
+    }
+
+    fn stats(&mut self, io: &mut impl Io, nodes: bool) -> Entry {
+        let workers = self.live();
+        let mut pendings = Vec::with_capacity(workers.len());
+        for &worker in &workers {
+            let pending = self.new_pending(Kind::Stats, 1 << worker);
+            let request = self.request_id(pending);
+            self.queue(
+                io,
+                worker,
+                Op {
+                    kind: OP_STATS,
+                    request,
+                    version: 0,
+                    key: b"",
+                    value: b"",
+                },
+            );
+            pendings.push(pending);
+        }
+        Entry::Stats {
+            pendings,
+            workers,
+            nodes,
+        }
+    }
+
+    fn receive_results(&mut self, io: &mut impl Io, from: NodeId, results: &KvResults<'_>) {
+        for result in results.iter() {
+            let key = (result.request & 0xFFFF_FFFF) as usize;
+            let generation = (result.request >> 32) as u32;
+            let Some(pending) = self.pending.get_mut(key) else {
+                continue;
+            };
+            if pending.generation != generation || pending.waiting & (1 << from) == 0 {
+                continue;
+            }
+            pending.waiting &= !(1 << from);
+            if pending.waiting == 0 && self.touched.last() != Some(&pending.client) {
+                self.touched.push(pending.client);
+            }
+            match pending.kind {
+                Kind::Get | Kind::Exists => {
+                    pending.found = result.status == STATUS_VALUE;
+                    if pending.kind == Kind::Get && pending.found {
+                        pending.value.clear();
+                        pending.value.extend_from_slice(result.value);
+                    }
+                }
+                Kind::Del => {
+                    pending.found |=
+                        result.status == STATUS_INTEGER && result.value.last() == Some(&1);
+                }
+                Kind::Stats => pending.stats = KvStats::read(result.value).unwrap_or_default(),
+                Kind::Set => {}
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for &client in &touched {
+            self.drain(io, client);
+        }
+        self.touched = touched;
+        self.touched.clear();
+    }
+
+    /// Relays a worker's transfer batch to its target.
+    fn relay(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
+        let target = ops.target as NodeId;
+        if target < self.workers && self.up[target] {
+            self.flush_batch(io, target);
+            io.send(
+                target,
+                &Message::KvOps(KvOps {
+                    target: NO_NODE,
+                    ops: ops.ops,
+                }),
+            );
+        }
+    }
+
+    // ----- clients -----
+
+    pub fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {
+        if let Some(backlog) = &mut self.backlog {
+            let args = (0..command.len())
+                .map(|index| command.arg(index).to_vec())
+                .collect();
+            backlog.push((client, args));
+            return;
+        }
+        self.commands += 1;
+        self.current = client;
+        let entry = self.command(io, &command);
+        if let Some(entry) = entry {
+            self.clients.entry(client).or_default().push_back(entry);
+            self.drain(io, client);
+        }
+    }
+
+    pub fn on_client_closed(&mut self, _io: &mut impl Io, client: ClientId) {
+        if let Some(queue) = self.clients.remove(&client) {
+            for entry in queue {
+                for pending in entry_pendings(&entry) {
+                    self.release(pending);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, pending: usize) {
+        if let Some(pending) = self.pending.try_remove(pending) {
+            self.spare_values.push(pending.value);
+        }
+    }
+
+    fn command(&mut self, io: &mut impl Io, command: &Command<'_>) -> Option<Entry> {
+        let arguments = command.len();
+        let wrong = |name: &str| {
+            Entry::Now(Owned::Error(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            )))
+        };
+        let now = |reply: Reply<'static>| Some(Entry::Now(Owned::Reply(reply)));
+        if command.is(0, "PING") {
+            return match arguments {
+                1 => now(Reply::Status("PONG")),
+                2 => Some(Entry::Now(Owned::Bulk(command.arg(1).to_vec()))),
+                _ => Some(wrong("ping")),
+            };
+        }
+        if command.is(0, "ECHO") {
+            return Some(if arguments == 2 {
+                Entry::Now(Owned::Bulk(command.arg(1).to_vec()))
+            } else {
+                wrong("echo")
+            });
+        }
+        if command.is(0, "GET") || command.is(0, "EXISTS") && arguments == 2 {
+            if arguments != 2 {
+                return Some(wrong("get"));
+            }
+            let kind = if command.is(0, "GET") {
+                Kind::Get
+            } else {
+                Kind::Exists
+            };
+            return Some(Entry::One(self.read(io, kind, command.arg(1))));
+        }
+        if command.is(0, "SET") {
+            if arguments != 3 {
+                return Some(Entry::Now(Owned::Error(
+                    "ERR syntax error (SET key value; options are not supported)".into(),
+                )));
+            }
+            if command.arg(2).len() > VALUE_BYTES_MAX || command.arg(1).len() > KEY_BYTES_MAX {
+                return Some(Entry::Now(Owned::Error(format!(
+                    "ERR value above {VALUE_BYTES_MAX} bytes or key above {KEY_BYTES_MAX}"
+                ))));
+            }
+            return Some(Entry::One(self.write(
+                io,
+                Kind::Set,
+                command.arg(1),
+                command.arg(2),
+            )));
+        }
+        if command.is(0, "DEL") || command.is(0, "EXISTS") {
+            if arguments < 2 {
+                return Some(wrong("del"));
+            }
+            let delete = command.is(0, "DEL");
+            let pendings = (1..arguments)
+                .map(|index| {
+                    if delete {
+                        self.write(io, Kind::Del, command.arg(index), b"")
+                    } else {
+                        self.read(io, Kind::Exists, command.arg(index))
+                    }
+                })
+                .collect::<Vec<_>>();
+            return Some(if delete && arguments == 2 {
+                Entry::One(pendings[0])
+            } else {
+                Entry::Count(pendings)
+            });
+        }
+        if command.is(0, "MGET") {
+            if arguments < 2 {
+                return Some(wrong("mget"));
+            }
+            let pendings = (1..arguments).map(|i| self.read(io, Kind::Get, command.arg(i)));
+            return Some(Entry::Values(pendings.collect()));
+        }
+        if command.is(0, "MSET") {
+            if arguments < 3 || arguments % 2 == 0 {
+                return Some(wrong("mset"));
+            }
+            if (1..arguments).any(|i| command.arg(i).len() > VALUE_BYTES_MAX) {
+                return Some(Entry::Now(Owned::Error("ERR value too large".into())));
+            }
+            let pendings = (1..arguments)
+                .step_by(2)
+                .map(|i| self.write(io, Kind::Set, command.arg(i), command.arg(i + 1)))
+                .collect();
+            return Some(Entry::AllOk(pendings));
+        }
+        if command.is(0, "DBSIZE") {
+            return Some(self.stats(io, false));
+        }
+        if command.is(0, "NODES") {
+            return Some(self.stats(io, true));
+        }
+        if command.is(0, "INFO") {
+            return Some(Entry::Now(Owned::Bulk(self.info().into_bytes())));
+        }
+        if command.is(0, "QUIT") {
+            return Some(Entry::Quit);
+        }
+        if command.is(0, "KILL") {
+            let worker = std::str::from_utf8(command.arg(arguments.min(2) - 1)).ok();
+            let worker = worker.and_then(|text| text.parse::<NodeId>().ok());
+            return Some(
+                match worker.filter(|&w| arguments == 2 && w < self.workers) {
+                    Some(worker) if self.up[worker] => {
+                        let op = Op {
+                            kind: OP_KILL,
+                            request: 0,
+                            version: 0,
+                            key: b"",
+                            value: b"",
+                        };
+                        self.queue(io, worker, op);
+                        self.flush_batch(io, worker);
+                        // Stop routing to it now rather than when its connection closes.
+                        self.on_peer_down(io, worker);
+                        Entry::Now(Owned::Reply(Reply::Ok))
+                    }
+                    Some(worker) => {
+                        Entry::Now(Owned::Error(format!("ERR worker {worker} is down")))
+                    }
+                    None => Entry::Now(Owned::Error(format!(
+                        "ERR usage: KILL <worker 0..{}>",
+                        self.workers.saturating_sub(1)
+                    ))),
+                },
+            );
+        }
+        // What redis-cli and redis-benchmark send at start-up.
+        if command.is(0, "COMMAND") || command.is(0, "CONFIG") {
+            return now(Reply::Array(0));
+        }
+        if command.is(0, "CLIENT") || command.is(0, "SELECT") {
+            return now(Reply::Ok);
+        }
+        let name = String::from_utf8_lossy(command.arg(0)).into_owned();
+        Some(Entry::Now(Owned::Error(format!(
+            "ERR unknown command '{name}'"
+        ))))
+    }
+
+    fn info(&self) -> String {
+        let live = self.live();
+        let mut text = String::from("# pollen kv\r\nrole:master\r\n");
+        let _ = write!(
+            text,
+            "workers:{}\r\nworkers_up:{}\r\nreplicas:{}\r\nmembership_epoch:{}\r\n\
+             commands_processed:{}\r\noperations_pending:{}\r\n",
+            self.workers,
+            live.len(),
+            self.replicas,
+            self.epoch,
+            self.commands,
+            self.pending.len()
+        );
+        text
+    }
+
+    /// QUIT on the REPL: every worker exits, then the master.
+    fn shutdown(&mut self, io: &mut impl Io) {
+        self.stopping = true;
+        for worker in self.live() {
+            let op = Op {
+                kind: OP_KILL,
+                request: 0,
+                version: 0,
+                key: b"",
+                value: b"",
+            };
+            self.queue(io, worker, op);
+            self.flush_batch(io, worker);
+        }
+        io.stop();
+    }
+
+    fn drain_all(&mut self, io: &mut impl Io) {
+        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        for client in clients {
+            self.drain(io, client);
+        }
+    }
+
+    /// Writes the client's replies that are complete, from the head of its queue.
+    fn drain(&mut self, io: &mut impl Io, client: ClientId) {
+        loop {
+            let Some(queue) = self.clients.get(&client) else {
+                return;
+            };
+            let Some(entry) = queue.front() else { return };
+            let done =
+                entry_pendings(entry).all(|p| self.pending.get(p).is_none_or(|p| p.waiting == 0));
+            if !done {
+                return;
+            }
+            let entry = self
+                .clients
+                .get_mut(&client)
+                .expect("present")
+                .pop_front()
+                .expect("front");
+            self.reply(io, client, &entry);
+            for pending in entry_pendings(&entry) {
+                self.release(pending);
+            }
+        }
+    }
+
+    fn reply(&mut self, io: &mut impl Io, client: ClientId, entry: &Entry) {
+        let failed = entry_pendings(entry).any(|p| self.pending.get(p).is_none_or(|p| p.failed));
+        if failed && !matches!(entry, Entry::Stats { .. }) {
+            io.reply(client, &Reply::Error("ERR no live replica answered; retry"));
+            return;
+        }
+        match entry {
+            Entry::Quit => {
+                io.reply(client, &Reply::Ok);
+                if Some(client) == self.repl {
+                    self.shutdown(io);
+                } else {
+                    io.close_client(client);
+                }
+            }
+            Entry::Now(owned) => match owned {
+                Owned::Reply(reply) => {
+                    io.reply(client, reply);
+                }
+                Owned::Error(text) => {
+                    io.reply(client, &Reply::Error(text));
+                }
+                Owned::Bulk(bytes) => {
+                    io.reply(client, &Reply::Bulk(Some(bytes)));
+                }
+            },
+            Entry::One(pending) => {
+                let pending = &self.pending[*pending];
+                let reply = match pending.kind {
+                    Kind::Get if pending.found => Reply::Bulk(Some(&pending.value)),
+                    Kind::Get => Reply::Bulk(None),
+                    Kind::Exists | Kind::Del => Reply::Integer(pending.found as i64),
+                    Kind::Set | Kind::Stats => Reply::Ok,
+                };
+                io.reply(client, &reply);
+            }
+            Entry::Values(pendings) => {
+                io.reply(client, &Reply::Array(pendings.len()));
+                for &pending in pendings {
+                    let pending = &self.pending[pending];
+                    io.reply(
+                        client,
+                        &Reply::Bulk(pending.found.then_some(&pending.value[..])),
+                    );
+                }
+            }
+            Entry::Count(pendings) => {
+                let count = pendings.iter().filter(|&&p| self.pending[p].found).count();
+                io.reply(client, &Reply::Integer(count as i64));
+            }
+            Entry::AllOk(_) => {
+                io.reply(client, &Reply::Ok);
+            }
+            Entry::Stats {
+                pendings,
+                workers,
+                nodes,
+            } => {
+                // A worker that died meanwhile counts as down.
+                let answered: Vec<(NodeId, KvStats)> = pendings
+                    .iter()
+                    .zip(workers)
+                    .filter(|&(&p, _)| !self.pending[p].failed)
+                    .map(|(&p, &worker)| (worker, self.pending[p].stats))
+                    .collect();
+                let workers: Vec<NodeId> = answered.iter().map(|&(w, _)| w).collect();
+                let stats: Vec<KvStats> = answered.iter().map(|&(_, s)| s).collect();
+                let primary: u64 = stats.iter().map(|s| s.primary).sum();
+                if !nodes {
+                    io.reply(client, &Reply::Integer(primary as i64));
+                    return;
+                }
+                let lines = self.nodes_report(&workers, &stats);
+                io.reply(client, &Reply::Array(lines.len()));
+                for line in &lines {
+                    io.reply(client, &Reply::Status(line));
+                }
+            }
+        }
+    }
+
+    /// NODES: each worker's state and counts, then whether every key has its replicas.
+    fn nodes_report(&self, workers: &[NodeId], stats: &[KvStats]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for worker in 0..self.workers {
+            match workers.iter().position(|&w| w == worker) {
+                Some(index) => {
+                    let s = stats[index];
+                    lines.push(format!(
+                        "worker {worker} up keys {} primary {} misplaced {}",
+                        s.keys, s.primary, s.misplaced
+                    ));
+                }
+                None => lines.push(format!("worker {worker} down")),
+            }
+        }
+        let keys: u64 = stats.iter().map(|s| s.primary).sum();
+        let copies: u64 = stats.iter().map(|s| s.keys - s.misplaced).sum();
+        let wanted = self.replicas.min(workers.len()) as u64;
+        let verdict = if copies == keys * wanted {
+            "every key has"
+        } else {
+            "NOT every key has"
+        };
+        lines.push(format!(
+            "keys {keys} copies {copies}: {verdict} {wanted} live copies (replicas {})",
+            self.replicas
+        ));
+        lines
+    }
+
+    pub fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        match message {
+            Message::KvResults(results) if from < self.workers => {
+                self.receive_results(io, from, &results)
+            }
+            Message::KvOps(ops) if from < self.workers => self.relay(io, &ops),
+            other => debug!("master: ignoring {:?} from {from}", other.kind()),
+        }
+    }
+
+    pub fn on_flush(&mut self, io: &mut impl Io) {
+        for worker in 0..self.workers {
+            if self.up[worker] {
+                self.flush_batch(io, worker);
+            } else {
+                self.batches[worker].clear();
+            }
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+}
+
+fn entry_pendings(entry: &Entry) -> impl Iterator<Item = usize> + '_ {
+    let list: &[usize] = match entry {
+        Entry::Now(_) | Entry::Quit => &[],
+        Entry::One(pending) => std::slice::from_ref(pending),
+        Entry::Values(list) | Entry::Count(list) | Entry::AllOk(list) => list,
+        Entry::Stats { pendings, .. } => pendings,
+    };
+    list.iter().copied()
+}

@@ -1,0 +1,106 @@
+//! kv: a replicated key-value store (distro-db, Marlow's distributed key-value exercise, carried
+//! towards Dynamo). A master serves clients — the REPL on stdin and Redis clients (RESP2) on a
+//! port — and places every key on `replicas` workers chosen by consistent hashing over the
+//! live workers (`placement.rs`). Writes go to every live replica and are acknowledged once all
+//! have applied them; reads go to the first live replica.
+//!
+//! Faults: a worker whose connection drops is dead at once — requests route to the remaining
+//! replicas, and the new membership makes the workers copy every key whose placement changed
+//! to its new replicas (in bounded batches, relayed by the master), so every key again has
+//! `replicas` live copies. A worker that comes back rejoins and receives its ranges. Versions
+//! assigned by the master keep replicas and transfers from reviving old values.
+//!
+//! Not handled: the master is a single point of failure (its clients lose it; workers keep
+//! their data in memory only — durability is another issue); a paused worker (SIGSTOP) keeps
+//! its connection and stalls the requests routed to it; reads in flight to a worker that dies
+//! fail with an error the client may retry.
+
+pub mod master;
+pub mod placement;
+pub mod worker;
+
+use crate::node::{ClientId, Io, NodeId, Role, Timer};
+use crate::wire::Message;
+use crate::wire::client::Command;
+
+/// The master stops waiting for workers that have not connected.
+const TIMER_READY: Timer = Timer(100);
+
+/// Either end of the store, so one role type serves every node of a cluster.
+pub enum Kv {
+    Master(Box<master::Master>),
+    Worker(Box<worker::Worker>),
+}
+
+impl Kv {
+    /// Workers are nodes `0..workers`; the master is node `workers`.
+    pub fn new(node: NodeId, workers: usize, replicas: usize, repl: Option<ClientId>) -> Kv {
+        if node == workers {
+            Kv::Master(Box::new(master::Master::new(workers, replicas, repl)))
+        } else {
+            Kv::Worker(Box::new(worker::Worker::new(node, workers)))
+        }
+    }
+}
+
+impl Role for Kv {
+    fn on_start(&mut self, io: &mut impl Io) {
+        match self {
+            Kv::Master(_) => {
+                io.set_timer(master::START_TIMEOUT_US, TIMER_READY);
+            }
+            Kv::Worker(worker) => worker.on_start(io),
+        }
+    }
+    fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        match self {
+            Kv::Master(master) => master.on_message(io, from, message),
+            Kv::Worker(worker) => worker.on_message(io, from, message),
+        }
+    }
+    fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
+        match self {
+            Kv::Master(master) if timer == TIMER_READY => master.ready(io),
+            Kv::Master(_) => {}
+            Kv::Worker(worker) => worker.on_timer(io, timer),
+        }
+    }
+    fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
+        if let Kv::Master(master) = self {
+            master.on_peer_up(io, peer);
+        }
+    }
+    fn on_peer_down(&mut self, io: &mut impl Io, peer: NodeId) {
+        match self {
+            Kv::Master(master) => master.on_peer_down(io, peer),
+            // A worker without its master has nobody to serve; it exits.
+            Kv::Worker(worker) if peer == worker.master() => io.stop(),
+            Kv::Worker(_) => {}
+        }
+    }
+    fn on_writable(&mut self, io: &mut impl Io, _peer: NodeId) {
+        if let Kv::Worker(worker) = self {
+            worker.on_writable(io);
+        }
+    }
+    fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {
+        match self {
+            Kv::Master(master) => master.on_client(io, client, command),
+            Kv::Worker(_) => {
+                let error = crate::wire::client::Reply::Error("ERR a worker serves no clients");
+                io.reply(client, &error);
+            }
+        }
+    }
+    fn on_client_closed(&mut self, io: &mut impl Io, client: ClientId) {
+        if let Kv::Master(master) = self {
+            master.on_client_closed(io, client);
+        }
+    }
+    fn on_flush(&mut self, io: &mut impl Io) {
+        match self {
+            Kv::Master(master) => master.on_flush(io),
+            Kv::Worker(worker) => worker.on_flush(io),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The kv worker: a versioned store. It applies the master's batches in order and answers in
+//! one batch per loop iteration. On a membership change it computes, key by key, the replicas
+//! that newly need the key, and if it is the key's first surviving old replica it sends the
+//! key (value, version; deletions as tombstones) to them through the master, in bounded
+//! batches paced by the connection's room — clients are never stalled behind a transfer.
+
+use std::collections::HashMap;
+
+use super::placement::{HashRing, REPLICAS_MAX};
+use crate::node::{Io, NodeId, Timer};
+use crate::wire::kv::{
+    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
+    OP_SET, OP_STATS, Op, OpResult, STATUS_INTEGER, STATUS_NIL, STATUS_OK, STATUS_VALUE,
+    VALUE_BYTES_MAX,
+};
+use crate::wire::{FRAME_BYTES_MAX, Message};
+use crate::{debug, info};
+
+/// A stored version: `None` is a deletion (kept so that an older transfer cannot revive it).
+struct Entry {
+    version: u64,
+    value: Option<Box<[u8]>>,
+}
+
+/// Batches are sent before they could outgrow a frame.
+const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 16 - KEY_BYTES_MAX - VALUE_BYTES_MAX;
+/// Keys examined per transfer step.
+const TRANSFER_KEYS_PER_STEP: usize = 4096;
+const TIMER_TICK: Timer = Timer(1);
+const TICK_US: u64 = 10_000;
+
+/// Keys still to examine for one membership change.
+struct Transfer {
+    keys: Vec<Box<[u8]>>,
+    at: usize,
+    old: HashRing,
+}
+
+pub struct Worker {
+    node: NodeId,
+    master: NodeId,
+    store: HashMap<Box<[u8]>, Entry>,
+    replicas: usize,
+    members: Vec<NodeId>,
+    ring: HashRing,
+    epoch: u32,
+    results: Vec<u8>,
+    /// Per target worker: PUTs waiting to go (through the master).
+    outgoing: Vec<Vec<u8>>,
+    transfer: Option<Transfer>,
+    /// Scratch for a PUT's value.
+    scratch: Vec<u8>,
+    pub sent_keys: u64,
+}
+
+impl Worker {
+    pub fn new(node: NodeId, workers: usize) -> Worker {
+        Worker {
+            node,
+            master: workers,
+            store: HashMap::new(),
+            replicas: 1,
+            members: Vec::new(),
+            ring: HashRing::default(),
+            epoch: 0,
+            results: Vec::with_capacity(FRAME_BYTES_MAX),
+            outgoing: (0..workers).map(|_| Vec::new()).collect(),
+            transfer: None,
+            scratch: Vec::new(),
+            sent_keys: 0,
+        }
+    }
+
+    pub fn master(&self) -> NodeId {
+        self.master
+    }
+
+    pub fn keys(&self) -> usize {
+        self.store
+            .values()
+            .filter(|entry| entry.value.is_some())
+            .count()
+    }
+
+    pub fn on_start(&mut self, io: &mut impl Io) {
+        io.set_timer(TICK_US, TIMER_TICK);
+    }
+
+    pub fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        match message {
+            Message::KvOps(ops) if from == self.master => self.apply(io, &ops),
+            Message::KvMembership(membership) if from == self.master => {
+                self.membership(&membership)
+            }
+            other => debug!(
+                "worker {}: ignoring {:?} from {from}",
+                self.node,
+                other.kind()
+            ),
+        }
+    }
+
+    pub fn on_timer(&mut self, io: &mut impl Io, _timer: Timer) {
+        self.step_transfer(io);
+        io.set_timer(TICK_US, TIMER_TICK);
+    }
+
+    pub fn on_writable(&mut self, io: &mut impl Io) {
+        self.step_transfer(io);
+    }
+
+    /// Sends the batch of results built during this loop iteration.
+    pub fn on_flush(&mut self, io: &mut impl Io) {
+        self.flush_results(io);
+        self.flush_outgoing(io);
+    }
+
+    fn flush_results(&mut self, io: &mut impl Io) {
+        if !self.results.is_empty() {
+            io.send(
+                self.master,
+                &Message::KvResults(KvResults {
+                    results: &self.results,
+                }),
+            );
+            self.results.clear();
+        }
+    }
+
+    fn result(&mut self, io: &mut impl Io, request: u64, status: u8, value: &[u8]) {
+        append_result(
+            &mut self.results,
+            io,
+            self.master,
+            OpResult {
+                request,
+                status,
+                value,
+            },
+        );
+    }
+
+    fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
+        for op in ops.iter() {
+            match op.kind {
+                OP_GET => {
+                    let value = self
+                        .store
+                        .get(op.key)
+                        .and_then(|entry| entry.value.as_deref());
+                    let (status, value) = match value {
+                        Some(value) => (STATUS_VALUE, value),
+                        None => (STATUS_NIL, &b""[..]),
+                    };
+                    let result = OpResult {
+                        request: op.request,
+                        status,
+                        value,
+                    };
+                    append_result(&mut self.results, io, self.master, result);
+                }
+                OP_SET => {
+                    self.write(op.key, op.version, Some(op.value));
+                    self.result(io, op.request, STATUS_OK, b"");
+                }
+                OP_DEL => {
+                    let existed = self
+                        .store
+                        .get(op.key)
+                        .is_some_and(|entry| entry.value.is_some());
+                    self.write(op.key, op.version, None);
+                    self.result(
+                        io,
+                        op.request,
+                        STATUS_INTEGER,
+                        &(existed as u64).to_be_bytes(),
+                    );
+                }
+                OP_PUT => {
+                    let value = (op.value.first() == Some(&1)).then(|| &op.value[1..]);
+                    self.write(op.key, op.version, value);
+                }
+                OP_STATS => {
+                    let mut bytes = [0u8; KvStats::LEN];
+                    self.stats().write(&mut bytes);
+                    self.result(io, op.request, STATUS_VALUE, &bytes);
+                }
+                OP_KILL => {
+                    info!("worker {}: told to exit", self.node);
+                    self.flush_results(io);
+                    io.stop();
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stores a version if it is newer than what is held.
+    fn write(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
+        if let Some(entry) = self.store.get_mut(key) {
+            if version >= entry.version {
+                entry.version = version;
+                entry.value = value.map(Box::from);
+            }
+            return;
+        }
+        self.store.insert(
+            Box::from(key),
+            Entry {
+                version,
+                value: value.map(Box::from),
+            },
+        );
+    }
+
+    fn stats(&self) -> KvStats {
+        let mut stats = KvStats::default();
+        let mut replicas = [0; REPLICAS_MAX];
+        for (key, entry) in &self.store {
+            if entry.value.is_none() {
+                continue;
+            }
+            stats.keys += 1;
+            let count = self.ring.replicas(key, self.replicas, &mut replicas);
+            if count > 0 && replicas[0] == self.node {
+                stats.primary += 1;
+            }
+            if !replicas[..count].contains(&self.node) {
+                stats.misplaced += 1;
+            }
+        }
+        stats
+    }
+
+    fn membership(&mut self, membership: &KvMembership<'_>) {
+        if membership.epoch <= self.epoch {
+            return;
+        }
+        self.epoch = membership.epoch;
+        self.replicas = (membership.replicas as usize).clamp(1, REPLICAS_MAX);
+        self.members.clear();
+        self.members
+            .extend(membership.members.iter().map(|member| member as NodeId));
+        self.members.retain(|&member| member < self.master);
+        let old = std::mem::replace(&mut self.ring, HashRing::new(&self.members));
+        // Re-examine every key against the new placement (a transfer in progress is superseded:
+        // its remaining keys are in this snapshot too, judged against the ring it started from).
+        let old = match self.transfer.take() {
+            Some(previous) => previous.old,
+            None => old,
+        };
+        let keys: Vec<Box<[u8]>> = self.store.keys().cloned().collect();
+        debug!(
+            "worker {}: epoch {}, {} keys to examine",
+            self.node,
+            self.epoch,
+            keys.len()
+        );
+        self.transfer = Some(Transfer { keys, at: 0, old });
+    }
+
+    /// Examines the next keys of a transfer and queues PUTs for the replicas that need them.
+    fn step_transfer(&mut self, io: &mut impl Io) {
+        let Some(mut transfer) = self.transfer.take() else {
+            return;
+        };
+        let end = (transfer.at + TRANSFER_KEYS_PER_STEP).min(transfer.keys.len());
+        while transfer.at < end {
+            if io.send_space(self.master) < FRAME_BYTES_MAX / 2 {
+                break; // resumed on_writable or on the next tick
+            }
+            let key: &[u8] = &transfer.keys[transfer.at];
+            transfer.at += 1;
+            let mut targets = [0; REPLICAS_MAX];
+            let count = self.targets(key, &transfer.old, &mut targets);
+            let Some(entry) = self.store.get(key).filter(|_| count > 0) else {
+                continue;
+            };
+            // A PUT's value is a presence byte then the value: tombstones travel too.
+            self.scratch.clear();
+            match &entry.value {
+                Some(bytes) => {
+                    self.scratch.push(1);
+                    self.scratch.extend_from_slice(bytes);
+                }
+                None => self.scratch.push(0),
+            }
+            let (version, value) = (entry.version, &self.scratch);
+            let put = Op {
+                kind: OP_PUT,
+                request: 0,
+                version,
+                key,
+                value,
+            };
+            for &target in &targets[..count] {
+                let batch = &mut self.outgoing[target];
+                if batch.len() + put.encoded_len() > BATCH_BYTES_MAX {
+                    send_batch(io, self.master, target, batch);
+                }
+                put.append_to(batch);
+                self.sent_keys += 1;
+            }
+        }
+        if transfer.at < transfer.keys.len() {
+            self.transfer = Some(transfer);
+        } else {
+            debug!(
+                "worker {}: transfer for epoch {} done",
+                self.node, self.epoch
+            );
+        }
+    }
+
+    /// The workers this one must send `key` to: the key's new replicas that lacked it. The
+    /// first old replica still alive sends (if none survives, this worker, which holds it).
+    fn targets(&self, key: &[u8], old_ring: &HashRing, out: &mut [NodeId; REPLICAS_MAX]) -> usize {
+        let (mut old, mut new) = ([0; REPLICAS_MAX], [0; REPLICAS_MAX]);
+        let old_count = old_ring.replicas(key, self.replicas, &mut old);
+        let new_count = self.ring.replicas(key, self.replicas, &mut new);
+        let survivor = old[..old_count]
+            .iter()
+            .copied()
+            .find(|r| self.members.contains(r));
+        if survivor.is_some_and(|first| first != self.node) {
+            return 0;
+        }
+        let mut count = 0;
+        for &target in &new[..new_count] {
+            let had = old[..old_count].contains(&target) && survivor.is_some();
+            if target != self.node && !had {
+                out[count] = target;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn flush_outgoing(&mut self, io: &mut impl Io) {
+        for (target, batch) in self.outgoing.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                send_batch(io, self.master, target, batch);
+            }
+        }
+    }
+}
+
+/// Sends a batch of PUTs for `target` through the master (workers know no other worker).
+fn send_batch(io: &mut impl Io, master: NodeId, target: NodeId, batch: &mut Vec<u8>) {
+    let message = Message::KvOps(KvOps {
+        target: target as u16,
+        ops: batch,
+    });
+    if io.send(master, &message) {
+        batch.clear();
+    }
+}
+
+/// Appends a result to the batch, sending the batch first if it would outgrow a frame.
+fn append_result(results: &mut Vec<u8>, io: &mut impl Io, master: NodeId, result: OpResult<'_>) {
+    if results.len() + result.encoded_len() > BATCH_BYTES_MAX {
+        io.send(master, &Message::KvResults(KvResults { results }));
+        results.clear();
+    }
+    result.append_to(results);
+}
