@@ -509,7 +509,7 @@ impl Master {
             return Some(Entry::Values(pendings.collect()));
         }
         if command.is(0, "MSET") {
-            if arguments < 3 || arguments % 2 == 0 {
+            if arguments < 3 || arguments.is_multiple_of(2) {
                 return Some(wrong("mset"));
             }
             if (1..arguments).any(|i| command.arg(i).len() > VALUE_BYTES_MAX) {
