@@ -78,6 +78,8 @@ enum Owned {
     Reply(Reply<'static>),
     Error(String),
     Bulk(Vec<u8>),
+    /// An array of bulk strings.
+    Strings(Vec<Vec<u8>>),
 }
 
 pub struct Master {
@@ -563,6 +565,21 @@ impl Master {
             );
         }
         // What redis-cli and redis-benchmark send at start-up.
+        if command.is(0, "CONFIG") && command.is(1, "GET") && arguments == 3 {
+            // Honest answers for the two settings redis-benchmark asks about.
+            let value: Option<&[u8]> = if command.is(2, "save") {
+                Some(b"")
+            } else if command.is(2, "appendonly") {
+                Some(b"no")
+            } else {
+                None
+            };
+            let strings = match value {
+                Some(value) => vec![command.arg(2).to_ascii_lowercase(), value.to_vec()],
+                None => Vec::new(),
+            };
+            return Some(Entry::Now(Owned::Strings(strings)));
+        }
         if command.is(0, "COMMAND") || command.is(0, "CONFIG") {
             return now(Reply::Array(0));
         }
@@ -665,6 +682,12 @@ impl Master {
                 }
                 Owned::Bulk(bytes) => {
                     io.reply(client, &Reply::Bulk(Some(bytes)));
+                }
+                Owned::Strings(strings) => {
+                    io.reply(client, &Reply::Array(strings.len()));
+                    for string in strings {
+                        io.reply(client, &Reply::Bulk(Some(string)));
+                    }
                 }
             },
             Entry::One(pending) => {
