@@ -86,7 +86,10 @@ pub struct Master {
     node: NodeId,
     workers: usize,
     replicas: usize,
+    /// Connected.
     up: Vec<bool>,
+    /// Told to exit (KILL): no new requests, but what it was sent is still answered.
+    killed: Vec<bool>,
     ring: HashRing,
     epoch: u32,
     version: u64,
@@ -119,6 +122,7 @@ impl Master {
             workers,
             replicas: replicas.clamp(1, REPLICAS_MAX),
             up: vec![false; workers],
+            killed: vec![false; workers],
             ring: HashRing::default(),
             epoch: 0,
             version: 0,
@@ -138,8 +142,11 @@ impl Master {
         }
     }
 
+    /// Workers requests may go to.
     fn live(&self) -> Vec<NodeId> {
-        (0..self.workers).filter(|&w| self.up[w]).collect()
+        (0..self.workers)
+            .filter(|&w| self.up[w] && !self.killed[w])
+            .collect()
     }
 
     // ----- membership -----
@@ -147,6 +154,7 @@ impl Master {
     pub fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
         if peer < self.workers {
             self.up[peer] = true;
+            self.killed[peer] = false;
             info!("master: worker {peer} joined");
             self.new_membership(io);
             if self.up.iter().all(|&up| up) {
@@ -189,6 +197,7 @@ impl Master {
         if peer >= self.workers || !self.up[peer] {
             return;
         }
+        let routed = !self.killed[peer];
         self.up[peer] = false;
         info!("master: worker {peer} is down; redistributing its keys");
         self.batches[peer].clear();
@@ -204,7 +213,9 @@ impl Master {
                 }
             }
         }
-        self.new_membership(io);
+        if routed {
+            self.new_membership(io);
+        }
         self.drain_all(io);
     }
 
@@ -540,7 +551,7 @@ impl Master {
             let worker = worker.and_then(|text| text.parse::<NodeId>().ok());
             return Some(
                 match worker.filter(|&w| arguments == 2 && w < self.workers) {
-                    Some(worker) if self.up[worker] => {
+                    Some(worker) if self.up[worker] && !self.killed[worker] => {
                         let op = Op {
                             kind: OP_KILL,
                             request: 0,
@@ -550,12 +561,14 @@ impl Master {
                         };
                         self.queue(io, worker, op);
                         self.flush_batch(io, worker);
-                        // Stop routing to it now rather than when its connection closes.
-                        self.on_peer_down(io, worker);
+                        // Route nothing new to it; what it was already sent it answers before
+                        // it exits, and its keys move to the others now.
+                        self.killed[worker] = true;
+                        self.new_membership(io);
                         Entry::Now(Owned::Reply(Reply::Ok))
                     }
                     Some(worker) => {
-                        Entry::Now(Owned::Error(format!("ERR worker {worker} is down")))
+                        Entry::Now(Owned::Error(format!("ERR worker {worker} is not up")))
                     }
                     None => Entry::Now(Owned::Error(format!(
                         "ERR usage: KILL <worker 0..{}>",
