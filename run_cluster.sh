@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
 #
-#   ./run_cluster.sh [ROLE] [-n NODES] [-- ROLE ARGS...]
+#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [-- ROLE ARGS...]
 #
-# ROLE is gossip (default) or ring; NODES defaults to 4 (ring: 4 workers plus a master).
-# gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master and default
-# to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]).
+# ROLE is gossip (default), ring or kv; NODES defaults to 4 (ring and kv: workers, plus a
+# master). gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master
+# and default to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]); kv's go
+# to the master (e.g. --replicas 3). kv drops you into the master's REPL (Redis clients on
+# the port it prints); --smoke runs a scripted session instead and checks the answers.
 # The peers file, each node's stdout (node-N.out) and stderr (node-N.err) go to a fresh run
 # folder under ./run/ (printed at the end). Exit status: 0 if all nodes printed the same result,
 # 1 if they did not, 2 on bad usage. Only the processes this script started are stopped, by PID,
@@ -19,6 +21,7 @@ usage() {
 
 role=gossip
 nodes=4
+smoke=0
 role_args=()
 if [[ $# -gt 0 && $1 != -* ]]; then
   role=$1
@@ -27,6 +30,7 @@ fi
 while [[ $# -gt 0 ]]; do
   case $1 in
     -n) [[ $# -ge 2 ]] || usage; nodes=$2; shift 2 ;;
+    --smoke) smoke=1; shift ;;
     --help) usage 0 ;;
     --) shift; role_args=("$@"); break ;;
     *) echo "run_cluster.sh: unknown option $1" >&2; usage ;;
@@ -39,7 +43,8 @@ done
 case $role in
   gossip) [[ ${#role_args[@]} -gt 0 ]] || role_args=(--send-for 3 --wait-for 2) ;;
   ring) [[ ${#role_args[@]} -gt 0 ]] || role_args=(2000000 1000000 0 --window 64) ;;
-  *) echo "run_cluster.sh: unknown role $role (gossip|ring)" >&2; exit 2 ;;
+  kv) ;;
+  *) echo "run_cluster.sh: unknown role $role (gossip|ring|kv)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,9 +56,10 @@ fi
 run_dir=$here/run/$role-$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$run_dir"
 peers=$run_dir/peers.txt
-"$binary" ports "$((nodes + 1))" | sed 's/^/127.0.0.1:/' >"$run_dir/ports.txt"
+"$binary" ports "$((nodes + 2))" | sed 's/^/127.0.0.1:/' >"$run_dir/ports.txt"
 head -n "$nodes" "$run_dir/ports.txt" >"$peers"
-master_port=$(tail -n 1 "$run_dir/ports.txt" | sed 's/.*://')
+master_port=$(sed -n "$((nodes + 1))p" "$run_dir/ports.txt" | sed 's/.*://')
+resp_port=$(tail -n 1 "$run_dir/ports.txt" | sed 's/.*://')
 
 pids=()
 cleanup() {
@@ -70,11 +76,39 @@ while read -r address; do
   case $role in
     gossip) args=(gossip -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}") ;;
     ring) args=(ring slave 127.0.0.1 "$port" --peer-config-file "$peers") ;;
+    kv) args=(kv slave "$port" --peer-config-file "$peers") ;;
   esac
   "$binary" "${args[@]}" >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
   pids+=($!)
   index=$((index + 1))
 done <"$peers"
+if [[ $role == kv ]]; then
+  master=("$binary" kv master "$master_port" --peer-config-file "$peers" --resp-port "$resp_port"
+    "${role_args[@]}")
+  if [[ $smoke -eq 0 ]]; then
+    echo "kv: $nodes workers; the REPL is yours (QUIT ends it); Redis clients: redis-cli -p $resp_port"
+    "${master[@]}" 2>"$run_dir/master.err"
+    status=$?
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+    echo "logs: $run_dir"
+    exit $status
+  fi
+  script='SET greeting "hello world"\nGET greeting\nSET n 1\nDEL n\nGET n\nNODES\nQUIT\n'
+  printf "$script" | "${master[@]}" >"$run_dir/master.out" 2>"$run_dir/master.err"
+  wait "${pids[@]}" || true
+  pids=()
+  cat "$run_dir/master.out"
+  echo "logs: $run_dir"
+  expected=$'OK\n"hello world"\nOK\n(integer) 1\n(nil)'
+  if [[ $(head -n 5 "$run_dir/master.out") == "$expected" ]] && grep -q "every key has" "$run_dir/master.out" \
+    && ! grep -q "NOT every key" "$run_dir/master.out"; then
+    echo "SMOKE OK: set, get, del and placement answered as expected"
+    exit 0
+  fi
+  echo "SMOKE FAILED"
+  exit 1
+fi
 if [[ $role == ring ]]; then
   "$binary" ring master 127.0.0.1 "$master_port" "${role_args[@]}" --peer-config-file "$peers" \
     >"$run_dir/master.out" 2>"$run_dir/master.err" &
