@@ -390,9 +390,22 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                 }
             })
         }
+        "kv" => Box::new(move |seed| {
+            let mut options = crate::sim::kv::Options::new(nodes, seed, kinds);
+            options.load_us = send_for.unwrap_or(options.load_us);
+            options.trace = trace;
+            let report = crate::sim::kv::run(&options);
+            SimOutcome {
+                failure: report.failure,
+                deliveries: report.stats.deliveries,
+                line: Some(format!("{} acknowledged writes", report.writes)),
+                faults: report.faults.len(),
+                trace: report.trace,
+            }
+        }),
         other => {
             return Err(Exit::Usage(format!(
-                "sim: unknown role {other:?} (gossip|ring)"
+                "sim: unknown role {other:?} (gossip|ring|kv)"
             )));
         }
     };

@@ -255,3 +255,33 @@ fn ring_regression_seeds() {
         );
     }
 }
+
+// ----- kv -----
+
+/// kv under faults (at most replicas − 1 worker crashes, some restarted): reads return the
+/// latest acknowledged write, nothing acknowledged is lost, every key regains its copies.
+#[test]
+fn kv_faults() {
+    use pollen::sim::kv;
+    let mut failures = Vec::new();
+    for (workers, first, count) in [
+        (3, 0, seeds_total() * 2 / 10),
+        (4, 1_000_000, seeds_total() / 10),
+    ] {
+        for seed in first..first + count {
+            let report = kv::run(&kv::Options::new(workers, seed, Kinds::All));
+            if let Some(failure) = report.failure {
+                failures.push(format!("seed {seed}: {failure}"));
+            }
+            if report.writes == 0 {
+                failures.push(format!("seed {seed}: no write was acknowledged"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -28,6 +28,7 @@
 
 pub mod faults;
 pub mod gossip;
+pub mod kv;
 pub mod ring;
 
 use std::cmp::Ordering;
@@ -132,6 +133,11 @@ enum Action {
     },
     /// `node`'s pause may be over: handle what waited, in order.
     Resume,
+    /// A client's command arriving at `node`.
+    Client {
+        client: ClientId,
+        args: Vec<Vec<u8>>,
+    },
     Fault(Fault),
 }
 
@@ -174,7 +180,7 @@ struct NodeState {
     rate_ppm: u64,
     outputs: Vec<String>,
     /// Replies to clients, as REPL text, in order.
-    replies: Vec<(ClientId, String)>,
+    replies: Vec<(Micros, ClientId, String)>,
 }
 
 /// One direction of a connection.
@@ -306,6 +312,22 @@ impl<R: Role, O: Observer> Sim<R, O> {
 
     pub fn outputs(&self, node: NodeId) -> &[String] {
         &self.world.nodes[node].outputs
+    }
+
+    /// Schedules a client command to arrive at `node` at virtual time `at`.
+    pub fn client_command(
+        &mut self,
+        at: Micros,
+        node: NodeId,
+        client: ClientId,
+        args: Vec<Vec<u8>>,
+    ) {
+        self.world.push(at, node, Action::Client { client, args });
+    }
+
+    /// Replies `node` gave its clients, in order, with the virtual time of each.
+    pub fn replies(&self, node: NodeId) -> &[(Micros, ClientId, String)] {
+        &self.world.nodes[node].replies
     }
 
     pub fn alive(&self, node: NodeId) -> bool {
@@ -460,6 +482,31 @@ impl<R: Role, O: Observer> Sim<R, O> {
                 role.on_peer_down(&mut io, peer);
             }
             Action::Writable { peer } => role.on_writable(&mut io, peer),
+            Action::Client { client, args } => {
+                let mut spans = Vec::with_capacity(args.len());
+                let mut at = 0u32;
+                for arg in &args {
+                    spans.push((at, at + arg.len() as u32));
+                    at += arg.len() as u32;
+                }
+                let data = args.concat();
+                if io.world.trace.is_some() {
+                    let words: Vec<String> = args
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    io.world
+                        .log(node, format_args!("client {client}: {}", words.join(" ")));
+                }
+                role.on_client(
+                    &mut io,
+                    client,
+                    crate::wire::client::Command {
+                        data: &data,
+                        spans: &spans,
+                    },
+                );
+            }
             Action::Connect { .. } | Action::Close { .. } | Action::Resume | Action::Fault(_) => {
                 unreachable!("world actions are handled in dispatch")
             }
@@ -655,7 +702,10 @@ impl<O: Observer> Io for SimIo<'_, O> {
         let line = String::from_utf8_lossy(&text).trim_end().to_string();
         self.world
             .log(self.node, format_args!("reply to client {client}: {line}"));
-        self.world.nodes[self.node].replies.push((client, line));
+        let now = self.world.now;
+        self.world.nodes[self.node]
+            .replies
+            .push((now, client, line));
         true
     }
 

@@ -90,6 +90,10 @@ pub struct Master {
     up: Vec<bool>,
     /// Told to exit (KILL): no new requests, but what it was sent is still answered.
     killed: Vec<bool>,
+    /// The membership epoch in which each worker (re)joined.
+    joined: Vec<u32>,
+    /// The last epoch for which each worker finished sending the keys others need.
+    transferred: Vec<u32>,
     ring: HashRing,
     epoch: u32,
     version: u64,
@@ -123,6 +127,8 @@ impl Master {
             replicas: replicas.clamp(1, REPLICAS_MAX),
             up: vec![false; workers],
             killed: vec![false; workers],
+            joined: vec![0; workers],
+            transferred: vec![0; workers],
             ring: HashRing::default(),
             epoch: 0,
             version: 0,
@@ -157,6 +163,7 @@ impl Master {
             self.killed[peer] = false;
             info!("master: worker {peer} joined");
             self.new_membership(io);
+            self.joined[peer] = self.epoch;
             if self.up.iter().all(|&up| up) {
                 self.ready(io);
             }
@@ -276,6 +283,13 @@ impl Master {
         self.batches[worker].clear();
     }
 
+    /// A worker that joined empty takes writes but serves no reads until every live worker has
+    /// finished sending it the keys of the membership it joined in.
+    fn syncing(&self, worker: NodeId) -> bool {
+        let joined = self.joined[worker];
+        self.live().iter().any(|&w| self.transferred[w] < joined)
+    }
+
     /// The key's live replicas.
     fn replicas_of(&self, key: &[u8], out: &mut [NodeId; REPLICAS_MAX]) -> usize {
         self.ring.replicas(key, self.replicas, out)
@@ -288,7 +302,12 @@ impl Master {
             self.pending[pending].failed = true;
             return pending;
         }
-        let worker = replicas[0];
+        let count = self.replicas.min(self.live().len()).max(1);
+        let ready = replicas[..count]
+            .iter()
+            .copied()
+            .find(|&w| !self.syncing(w));
+        let worker = ready.unwrap_or(replicas[0]);
         let pending = self.new_pending(kind, 1 << worker);
         let request = self.request_id(pending);
         self.queue(
@@ -794,6 +813,9 @@ impl Master {
                 self.receive_results(io, from, &results)
             }
             Message::KvOps(ops) if from < self.workers => self.relay(io, &ops),
+            Message::KvMembership(done) if from < self.workers => {
+                self.transferred[from] = self.transferred[from].max(done.epoch);
+            }
             other => debug!("master: ignoring {:?} from {from}", other.kind()),
         }
     }

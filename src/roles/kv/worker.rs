@@ -13,7 +13,7 @@ use crate::wire::kv::{
     OP_SET, OP_STATS, Op, OpResult, STATUS_INTEGER, STATUS_NIL, STATUS_OK, STATUS_VALUE,
     VALUE_BYTES_MAX,
 };
-use crate::wire::{FRAME_BYTES_MAX, Message};
+use crate::wire::{FRAME_BYTES_MAX, Items, Message};
 use crate::{debug, info};
 
 /// A stored version: `None` is a deletion (kept so that an older transfer cannot revive it).
@@ -24,6 +24,8 @@ struct Entry {
 
 /// Batches are sent before they could outgrow a frame.
 const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 16 - KEY_BYTES_MAX - VALUE_BYTES_MAX;
+/// Transfers go in small batches, so that a transfer takes its turn with client traffic.
+const TRANSFER_BATCH_BYTES: usize = 8 * 1024;
 /// Keys examined per transfer step.
 const TRANSFER_KEYS_PER_STEP: usize = 4096;
 const TIMER_TICK: Timer = Timer(1);
@@ -33,7 +35,6 @@ const TICK_US: u64 = 10_000;
 struct Transfer {
     keys: Vec<Box<[u8]>>,
     at: usize,
-    old: HashRing,
 }
 
 pub struct Worker {
@@ -243,13 +244,9 @@ impl Worker {
         self.members
             .extend(membership.members.iter().map(|member| member as NodeId));
         self.members.retain(|&member| member < self.master);
-        let old = std::mem::replace(&mut self.ring, HashRing::new(&self.members));
-        // Re-examine every key against the new placement (a transfer in progress is superseded:
-        // its remaining keys are in this snapshot too, judged against the ring it started from).
-        let old = match self.transfer.take() {
-            Some(previous) => previous.old,
-            None => old,
-        };
+        self.ring = HashRing::new(&self.members);
+        // Every key, against the new placement (a transfer in progress is superseded: its
+        // remaining keys are in this snapshot too).
         let keys: Vec<Box<[u8]>> = self.store.keys().cloned().collect();
         debug!(
             "worker {}: epoch {}, {} keys to examine",
@@ -257,7 +254,7 @@ impl Worker {
             self.epoch,
             keys.len()
         );
-        self.transfer = Some(Transfer { keys, at: 0, old });
+        self.transfer = Some(Transfer { keys, at: 0 });
     }
 
     /// Examines the next keys of a transfer and queues PUTs for the replicas that need them.
@@ -267,13 +264,13 @@ impl Worker {
         };
         let end = (transfer.at + TRANSFER_KEYS_PER_STEP).min(transfer.keys.len());
         while transfer.at < end {
-            if io.send_space(self.master) < FRAME_BYTES_MAX / 2 {
+            if io.send_space(self.master) < TRANSFER_BATCH_BYTES {
                 break; // resumed on_writable or on the next tick
             }
             let key: &[u8] = &transfer.keys[transfer.at];
             transfer.at += 1;
             let mut targets = [0; REPLICAS_MAX];
-            let count = self.targets(key, &transfer.old, &mut targets);
+            let count = self.targets(key, &mut targets);
             let Some(entry) = self.store.get(key).filter(|_| count > 0) else {
                 continue;
             };
@@ -296,7 +293,7 @@ impl Worker {
             };
             for &target in &targets[..count] {
                 let batch = &mut self.outgoing[target];
-                if batch.len() + put.encoded_len() > BATCH_BYTES_MAX {
+                if batch.len() + put.encoded_len() > TRANSFER_BATCH_BYTES {
                     send_batch(io, self.master, target, batch);
                 }
                 put.append_to(batch);
@@ -310,26 +307,27 @@ impl Worker {
                 "worker {}: transfer for epoch {} done",
                 self.node, self.epoch
             );
+            // Tell the master (after the PUTs, which it relays first): a worker that joined in
+            // this epoch may serve reads once every live worker has said so.
+            self.flush_outgoing(io);
+            let done = KvMembership {
+                epoch: self.epoch,
+                replicas: 0,
+                members: Items::Host(&[]),
+            };
+            io.send(self.master, &Message::KvMembership(done));
         }
     }
 
-    /// The workers this one must send `key` to: the key's new replicas that lacked it. The
-    /// first old replica still alive sends (if none survives, this worker, which holds it).
-    fn targets(&self, key: &[u8], old_ring: &HashRing, out: &mut [NodeId; REPLICAS_MAX]) -> usize {
-        let (mut old, mut new) = ([0; REPLICAS_MAX], [0; REPLICAS_MAX]);
-        let old_count = old_ring.replicas(key, self.replicas, &mut old);
+    /// The workers this one sends `key` to: every replica of it under the new membership but
+    /// itself. Every holder sends, so a replica that lost its data (restarted, or cut off while
+    /// others moved on) always gets it back; versions make the duplicates harmless.
+    fn targets(&self, key: &[u8], out: &mut [NodeId; REPLICAS_MAX]) -> usize {
+        let mut new = [0; REPLICAS_MAX];
         let new_count = self.ring.replicas(key, self.replicas, &mut new);
-        let survivor = old[..old_count]
-            .iter()
-            .copied()
-            .find(|r| self.members.contains(r));
-        if survivor.is_some_and(|first| first != self.node) {
-            return 0;
-        }
         let mut count = 0;
         for &target in &new[..new_count] {
-            let had = old[..old_count].contains(&target) && survivor.is_some();
-            if target != self.node && !had {
+            if target != self.node {
                 out[count] = target;
                 count += 1;
             }
