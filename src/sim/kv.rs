@@ -126,7 +126,7 @@ fn simulate(options: &Options) -> Report {
         start_us,
         heal_by_us: start_us + options.load_us,
         crashes_max: replicas - 1,
-        restart: options.seed % 2 == 0,
+        restart: options.seed.is_multiple_of(2),
     };
     let schedule: Vec<(Micros, Fault)> = faults::schedule(options.seed, &plan)
         .into_iter()
