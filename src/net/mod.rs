@@ -138,6 +138,8 @@ struct Repl {
     eof: bool,
     /// Interactive: print a prompt.
     prompt: bool,
+    /// Items still due of an array reply (the prompt waits for the last).
+    array_items: usize,
     output: Vec<u8>,
 }
 
@@ -913,6 +915,7 @@ fn open_repl(poll: &Poll) -> io::Result<Repl> {
             input,
             eof: true,
             prompt,
+            array_items: 0,
             output: Vec::new(),
         });
     }
@@ -937,6 +940,7 @@ fn open_repl(poll: &Poll) -> io::Result<Repl> {
         input: Vec::new(),
         eof,
         prompt,
+        array_items: 0,
         output,
     })
 }
@@ -1117,7 +1121,11 @@ impl Io for NetIo {
                 return false;
             };
             reply.encode_text(&mut repl.output);
-            if repl.prompt && !matches!(reply, Reply::Array(_)) {
+            match reply {
+                Reply::Array(count) => repl.array_items = *count,
+                _ => repl.array_items = repl.array_items.saturating_sub(1),
+            }
+            if repl.prompt && repl.array_items == 0 {
                 repl.output.extend_from_slice(b"pollen> ");
             }
             return true;
