@@ -19,8 +19,8 @@ mod ring;
 
 pub use items::{Item, Items};
 pub use ring::{
-    IndexValue, NO_NODE, RingApprove, RingConfirm, RingEpoch, RingFreeze, RingReport, RingResult,
-    RingSync, RingSyncRequest, RingValue,
+    IndexValue, LamportMessage, NO_NODE, RingApprove, RingConfirm, RingEpoch, RingFreeze,
+    RingReport, RingResult, RingSync, RingSyncRequest, RingValue,
 };
 
 use byteorder::{BigEndian, ByteOrder};
@@ -66,6 +66,7 @@ pub enum Kind {
     KvOps = 13,
     KvResults = 14,
     KvMembership = 15,
+    LamportMessage = 16,
 }
 
 impl Kind {
@@ -86,6 +87,7 @@ impl Kind {
             13 => Some(Kind::KvOps),
             14 => Some(Kind::KvResults),
             15 => Some(Kind::KvMembership),
+            16 => Some(Kind::LamportMessage),
             _ => None,
         }
     }
@@ -242,6 +244,7 @@ pub enum Message<'a> {
     KvOps(kv::KvOps<'a>),
     KvResults(kv::KvResults<'a>),
     KvMembership(kv::KvMembership<'a>),
+    LamportMessage(LamportMessage<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -262,6 +265,7 @@ impl<'a> Message<'a> {
             Message::KvOps(_) => Kind::KvOps,
             Message::KvResults(_) => Kind::KvResults,
             Message::KvMembership(_) => Kind::KvMembership,
+            Message::LamportMessage(_) => Kind::LamportMessage,
         }
     }
 
@@ -353,6 +357,9 @@ impl<'a> Message<'a> {
             Kind::KvMembership => kv::KvMembership::decode(payload)
                 .map(Message::KvMembership)
                 .map_err(malformed),
+            Kind::LamportMessage => LamportMessage::decode(payload)
+                .map(Message::LamportMessage)
+                .map_err(malformed),
         }
     }
 
@@ -375,6 +382,7 @@ impl<'a> Message<'a> {
                 Message::KvOps(ops) => ops.encoded_len(),
                 Message::KvResults(results) => results.encoded_len(),
                 Message::KvMembership(membership) => membership.encoded_len(),
+                Message::LamportMessage(message) => message.encoded_len(),
             }
     }
 
@@ -417,6 +425,7 @@ impl<'a> Message<'a> {
             Message::KvOps(ops) => ops.encode(payload),
             Message::KvResults(results) => results.encode(payload),
             Message::KvMembership(membership) => membership.encode(payload),
+            Message::LamportMessage(message) => message.encode(payload),
         }
         length
     }

@@ -146,6 +146,36 @@ impl RingFreeze {
     }
 }
 
+/// lamport: a machine's logical clock (and, with vector clocks, its vector).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LamportMessage<'a> {
+    pub clock: u64,
+    pub vector: Items<'a, u64>,
+}
+
+impl<'a> LamportMessage<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        if payload.len() < 8 {
+            return Err("too short");
+        }
+        let vector = Items::from_wire(&payload[8..]).ok_or("vector not whole")?;
+        if vector.len() > super::NODES_MAX {
+            return Err("vector too long");
+        }
+        Ok(LamportMessage {
+            clock: BigEndian::read_u64(&payload[0..8]),
+            vector,
+        })
+    }
+    pub fn encoded_len(&self) -> usize {
+        8 + self.vector.encoded_len()
+    }
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u64(&mut out[0..8], self.clock);
+        self.vector.encode(&mut out[8..]);
+    }
+}
+
 /// Joiner → the epoch's sync source: send me the ring's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingSyncRequest {
