@@ -65,6 +65,10 @@ fn kv_batches() -> (&'static [u8], &'static [u8]) {
 fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>> {
     let (ops, results) = kv_batches();
     vec![
+        Message::LamportMessage(LamportMessage {
+            clock: 42,
+            vector: Items::Host(&[1, 0, 7]),
+        }),
         Message::KvOps(kv::KvOps {
             target: NO_NODE,
             ops,
@@ -171,7 +175,7 @@ fn length_field_out_of_range_is_an_error() {
 
 #[test]
 fn unknown_kind_is_an_error() {
-    for kind in [0u8, 16, 99, 255] {
+    for kind in [0u8, 17, 99, 255] {
         let mut frame = vec![0u8; HEADER_LEN + 3];
         let length = frame.len() as u32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
