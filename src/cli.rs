@@ -675,6 +675,7 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         cluster,
         clients,
         repl,
+        output: None,
     };
     let driver = Driver::new(config, role)
         .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;

@@ -71,6 +71,8 @@ pub struct Config {
     pub clients: Option<SocketAddr>,
     /// Read REPL commands from stdin (replies as text on stdout).
     pub repl: bool,
+    /// Where `Io::output` lines go, if not stdout (e.g. an event log file).
+    pub output: Option<Box<dyn FnMut(&str)>>,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             cluster,
             clients: None,
             repl: false,
+            output: None,
         }
     }
 }
@@ -154,6 +157,7 @@ struct NetIo {
     listener: TcpListener,
     client_listener: Option<TcpListener>,
     repl: Option<Repl>,
+    sink: Option<Box<dyn FnMut(&str)>>,
     /// Scratch: argument spans of the command being handed to the role.
     spans: Vec<(u32, u32)>,
     connections: Slab<Connection>,
@@ -228,6 +232,7 @@ impl<R: Role> Driver<R> {
             listener,
             client_listener,
             repl,
+            sink: config.output,
             spans: Vec::with_capacity(client::ARGS_MAX),
             connections: Slab::with_capacity(nodes + UNIDENTIFIED_CONNECTIONS_MAX + CLIENTS_MAX),
             peers,
@@ -1106,6 +1111,10 @@ impl Io for NetIo {
     }
 
     fn output(&mut self, line: std::fmt::Arguments<'_>) {
+        if let Some(sink) = &mut self.sink {
+            sink(&line.to_string());
+            return;
+        }
         let mut stdout = io::stdout().lock();
         let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();
