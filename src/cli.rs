@@ -19,6 +19,7 @@ subcommands:
   gossip    broadcast seeded random numbers to all peers; all print the same (count, checksum)
   ring      a master drives workers passing numbered values around a ring (cloudy)
   kv        a replicated key-value store: a master (REPL on stdin, Redis protocol) and workers
+  lamport   the asynchronous scale model: machines at random clock rates log Lamport clocks
   sim ROLE  run ROLE in the deterministic simulator with injected faults, and check it
   ports N   print N free TCP ports on 127.0.0.1 (for scripts)
 
@@ -42,6 +43,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("sim") => run_sim(rest),
         Some("ring") => run_ring(rest),
         Some("kv") => run_kv(rest),
+        Some("lamport") => run_lamport(rest),
         Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
@@ -687,5 +689,195 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
     driver
         .run()
         .map_err(|error| Exit::Failure(error.to_string()))?;
+    Ok(())
+}
+
+const LAMPORT_BRIEF: &str = "\
+usage: pollen lamport [-h HOST] [-p PORT] [--peer-config-file FILE] [--duration SECS]
+                      [--rate-range MIN-MAX] [--internal-max K] [--with-seed N] [--log FILE]
+                      [--vector] [--shiviz FILE] [-v]
+       pollen lamport analyze [--plots DIR] [--shiviz FILE] LOG...";
+
+fn run_lamport(args: &[String]) -> Result<(), Exit> {
+    if args.first().map(String::as_str) == Some("analyze") {
+        return run_lamport_analyze(&args[1..]);
+    }
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt(
+        "h",
+        "host",
+        "this machine's host (default 127.0.0.1)",
+        "HOST",
+    );
+    options.optopt("p", "port", "this machine's port (default 3000)", "PORT");
+    options.optopt(
+        "",
+        "peer-config-file",
+        "peers file (default peers.json)",
+        "FILE",
+    );
+    options.optopt("", "duration", "seconds of ticking (default 60)", "SECS");
+    options.optopt(
+        "",
+        "rate-range",
+        "ticks per second, drawn per machine (default 1-6)",
+        "MIN-MAX",
+    );
+    options.optopt(
+        "",
+        "internal-max",
+        "draw 1..=K each idle tick; 4..=K are internal (default 10)",
+        "K",
+    );
+    options.optopt("", "with-seed", "seed of rates and draws (default 0)", "N");
+    options.optopt("", "log", "event log (CSV) file (default stdout)", "FILE");
+    options.optflag("", "vector", "add vector clocks to the log");
+    options.optopt(
+        "",
+        "shiviz",
+        "also write a ShiViz log (implies --vector)",
+        "FILE",
+    );
+    options.optopt(
+        "",
+        "cluster",
+        "cluster name (default pollen-lamport)",
+        "NAME",
+    );
+    let matches = parse(&options, args, LAMPORT_BRIEF)?;
+    let host = matches
+        .opt_str("h")
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    let port: u16 = number(&matches, "p", 3000)?;
+    let peers_path = matches
+        .opt_str("peer-config-file")
+        .unwrap_or("peers.json".to_string());
+    let duration_us = if matches.opt_present("duration") {
+        seconds(&matches, "duration")?
+    } else {
+        60_000_000
+    };
+    let range = matches.opt_str("rate-range").unwrap_or("1-6".to_string());
+    let (rate_min, rate_max) = range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .filter(|&(a, b)| a >= 1 && a <= b && b <= 1000)
+        .ok_or_else(|| {
+            Exit::Usage(format!(
+                "--rate-range: {range:?} is not MIN-MAX with 1 <= MIN <= MAX <= 1000"
+            ))
+        })?;
+    let internal_max: u32 = number(&matches, "internal-max", 10)?;
+    if !(3..=1_000_000).contains(&internal_max) {
+        return Err(Exit::Usage("--internal-max must be at least 3".to_string()));
+    }
+    let seed: u64 = number(&matches, "with-seed", 0)?;
+    let shiviz = matches.opt_str("shiviz");
+    let addresses = peers::load(&peers_path).map_err(Exit::Usage)?;
+    let node = peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?;
+    let mut config = crate::roles::lamport::Config::new(addresses.len(), seed, duration_us);
+    config.rate_min = rate_min;
+    config.rate_max = rate_max;
+    config.internal_max = internal_max;
+    config.vector = matches.opt_present("vector") || shiviz.is_some();
+    let output = lamport_sink(matches.opt_str("log"), shiviz)?;
+    let cluster = matches
+        .opt_str("cluster")
+        .unwrap_or("pollen-lamport".to_string());
+    let address = addresses[node];
+    let mut net_config = net::Config::peers_only(node, addresses, cluster);
+    net_config.output = Some(output);
+    let role = crate::roles::lamport::Lamport::new(config, node);
+    let driver = Driver::new(net_config, role)
+        .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
+    driver
+        .run()
+        .map_err(|error| Exit::Failure(error.to_string()))?;
+    Ok(())
+}
+
+/// Event lines to the log (stdout or a file), each flushed at once so that a killed machine's
+/// log is readable; with `shiviz`, each event also in ShiViz's form.
+fn lamport_sink(log: Option<String>, shiviz: Option<String>) -> Result<Box<dyn FnMut(&str)>, Exit> {
+    use std::io::Write as _;
+    let open = |path: &str| {
+        std::fs::File::create(path).map_err(|error| Exit::Failure(format!("{path}: {error}")))
+    };
+    let mut log: Box<dyn std::io::Write> = match log {
+        Some(path) => Box::new(open(&path)?),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut shiviz = match shiviz {
+        Some(path) => {
+            let mut file = open(&path)?;
+            writeln!(file, "{}\n", crate::tools::lamport::SHIVIZ_REGEX)
+                .map_err(|error| Exit::Failure(format!("{path}: {error}")))?;
+            Some(file)
+        }
+        None => None,
+    };
+    Ok(Box::new(move |line: &str| {
+        let _ = writeln!(log, "{line}");
+        let _ = log.flush();
+        if let Some(file) = &mut shiviz
+            && let Some(event) = crate::tools::lamport::parse_line(line)
+            && let Some(text) = crate::tools::lamport::shiviz_event(&event)
+        {
+            let _ = writeln!(file, "{text}");
+            let _ = file.flush();
+        }
+    }))
+}
+
+fn run_lamport_analyze(args: &[String]) -> Result<(), Exit> {
+    use crate::tools::lamport;
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.optopt(
+        "",
+        "plots",
+        "write clock.svg, queue.svg, jumps.svg here",
+        "DIR",
+    );
+    options.optopt(
+        "",
+        "shiviz",
+        "merge logs with vector clocks into one ShiViz log",
+        "FILE",
+    );
+    let matches = parse_with_positionals(&options, args, LAMPORT_BRIEF)?;
+    if matches.free.is_empty() {
+        return Err(Exit::Usage("lamport analyze: no LOG given".to_string()));
+    }
+    let mut machines = std::collections::BTreeMap::new();
+    for path in &matches.free {
+        let events = lamport::read_log(std::path::Path::new(path)).map_err(Exit::Usage)?;
+        if let Some(first) = events.first() {
+            machines
+                .entry(first.machine)
+                .or_insert_with(Vec::new)
+                .extend(events);
+        }
+    }
+    let stats = lamport::analyze(&machines);
+    print!("{}", lamport::report(&stats));
+    if let Some(dir) = matches.opt_str("plots") {
+        lamport::plot(&machines, &stats, std::path::Path::new(&dir)).map_err(Exit::Failure)?;
+        info!("plots written to {dir}");
+    }
+    if let Some(path) = matches.opt_str("shiviz") {
+        let mut text = format!("{}\n\n", lamport::SHIVIZ_REGEX);
+        for event in machines.values().flatten() {
+            let line = lamport::shiviz_event(event).ok_or_else(|| {
+                Exit::Usage(
+                    "lamport analyze --shiviz: the logs have no vector clocks (--vector)".into(),
+                )
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).map_err(|error| Exit::Failure(format!("{path}: {error}")))?;
+    }
     Ok(())
 }

@@ -12,4 +12,5 @@ pub mod node;
 pub mod peers;
 pub mod roles;
 pub mod sim;
+pub mod tools;
 pub mod wire;

@@ -49,7 +49,15 @@ pub struct Config {
 
 impl Config {
     pub fn new(nodes: usize, seed: u64, duration_us: Micros) -> Config {
-        Config { nodes, seed, duration_us, rate_min: 1, rate_max: 6, internal_max: 10, vector: false }
+        Config {
+            nodes,
+            seed,
+            duration_us,
+            rate_min: 1,
+            rate_max: 6,
+            internal_max: 10,
+            vector: false,
+        }
     }
 }
 
@@ -171,9 +179,15 @@ impl Lamport {
         if self.config.vector {
             self.vector[self.node] += 1;
         }
-        let vector: &[u64] = if self.config.vector { &self.vector } else { &[] };
-        let message =
-            Message::LamportMessage(LamportMessage { clock: self.clock, vector: Items::Host(vector) });
+        let vector: &[u64] = if self.config.vector {
+            &self.vector
+        } else {
+            &[]
+        };
+        let message = Message::LamportMessage(LamportMessage {
+            clock: self.clock,
+            vector: Items::Host(vector),
+        });
         for &target in to {
             io.send(target, &message);
         }
@@ -212,8 +226,18 @@ impl Lamport {
     }
 
     fn invariants(&self) {
-        assert_eq!(self.queue_vectors.len(), if self.config.vector { self.queue.len() * self.config.nodes } else { 0 });
-        assert_eq!(self.stats.receives + self.stats.sends + self.stats.internals, self.stats.ticks);
+        assert_eq!(
+            self.queue_vectors.len(),
+            if self.config.vector {
+                self.queue.len() * self.config.nodes
+            } else {
+                0
+            }
+        );
+        assert_eq!(
+            self.stats.receives + self.stats.sends + self.stats.internals,
+            self.stats.ticks
+        );
     }
 }
 
@@ -226,14 +250,20 @@ impl Role for Lamport {
     }
 
     fn on_message(&mut self, _io: &mut impl Io, from: NodeId, message: Message<'_>) {
-        let Message::LamportMessage(message) = message else { return };
+        let Message::LamportMessage(message) = message else {
+            return;
+        };
         if self.stopped {
             return;
         }
         self.queue.push_back((from, message.clock));
         if self.config.vector {
             for entry in 0..self.config.nodes {
-                let value = if entry < message.vector.len() { message.vector.get(entry) } else { 0 };
+                let value = if entry < message.vector.len() {
+                    message.vector.get(entry)
+                } else {
+                    0
+                };
                 self.queue_vectors.push_back(value);
             }
         }

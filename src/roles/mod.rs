@@ -4,4 +4,5 @@
 pub mod checksum;
 pub mod gossip;
 pub mod kv;
+pub mod lamport;
 pub mod ring;
