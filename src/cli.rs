@@ -799,7 +799,7 @@ fn run_lamport(args: &[String]) -> Result<(), Exit> {
 
 /// Event lines to the log (stdout or a file), each flushed at once so that a killed machine's
 /// log is readable; with `shiviz`, each event also in ShiViz's form.
-fn lamport_sink(log: Option<String>, shiviz: Option<String>) -> Result<Box<dyn FnMut(&str)>, Exit> {
+fn lamport_sink(log: Option<String>, shiviz: Option<String>) -> Result<net::OutputSink, Exit> {
     use std::io::Write as _;
     let open = |path: &str| {
         std::fs::File::create(path).map_err(|error| Exit::Failure(format!("{path}: {error}")))

@@ -62,6 +62,9 @@ const SWEEP_INTERVAL_US: Micros = 1_000_000;
 const TIMERS_CAPACITY: usize = 1024;
 const DRAIN_ON_STOP_US: Micros = 2_000_000;
 
+/// Receives each `Io::output` line.
+pub type OutputSink = Box<dyn FnMut(&str)>;
+
 pub struct Config {
     pub node: NodeId,
     /// Every node's listening address, indexed by node id.
@@ -72,7 +75,7 @@ pub struct Config {
     /// Read REPL commands from stdin (replies as text on stdout).
     pub repl: bool,
     /// Where `Io::output` lines go, if not stdout (e.g. an event log file).
-    pub output: Option<Box<dyn FnMut(&str)>>,
+    pub output: Option<OutputSink>,
 }
 
 impl Config {
@@ -157,7 +160,7 @@ struct NetIo {
     listener: TcpListener,
     client_listener: Option<TcpListener>,
     repl: Option<Repl>,
-    sink: Option<Box<dyn FnMut(&str)>>,
+    sink: Option<OutputSink>,
     /// Scratch: argument spans of the command being handed to the role.
     spans: Vec<(u32, u32)>,
     connections: Slab<Connection>,
