@@ -804,7 +804,7 @@ fn lamport_sink(log: Option<String>, shiviz: Option<String>) -> Result<net::Outp
     let open = |path: &str| {
         std::fs::File::create(path).map_err(|error| Exit::Failure(format!("{path}: {error}")))
     };
-    let mut log: Box<dyn std::io::Write> = match log {
+    let mut log: Box<dyn std::io::Write + Send> = match log {
         Some(path) => Box::new(open(&path)?),
         None => Box::new(std::io::stdout()),
     };

@@ -63,7 +63,7 @@ const TIMERS_CAPACITY: usize = 1024;
 const DRAIN_ON_STOP_US: Micros = 2_000_000;
 
 /// Receives each `Io::output` line.
-pub type OutputSink = Box<dyn FnMut(&str)>;
+pub type OutputSink = Box<dyn FnMut(&str) + Send>;
 
 pub struct Config {
     pub node: NodeId,
