@@ -310,6 +310,12 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "W",
     );
     options.optflag("", "trace", "print every delivery, timer and fault");
+    options.optopt(
+        "",
+        "log-dir",
+        "lamport: write each seed's logs to DIR/seed-S/",
+        "DIR",
+    );
     let brief = "usage: pollen sim gossip|ring [--nodes N] [--seed S] [--seeds K] \
                  [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
                  [gossip: --with-seed N --batch N] [ring: --window W]";
@@ -388,6 +394,30 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                     deliveries: report.stats.deliveries,
                     line: report.lines.into_iter().flatten().next(),
                     faults: report.faults.len(),
+                    trace: report.trace,
+                }
+            })
+        }
+        "lamport" => {
+            let log_dir = matches.opt_str("log-dir");
+            let duration = send_for.unwrap_or(60_000_000);
+            Box::new(move |seed| {
+                let mut options = crate::sim::lamport::Options::new(nodes, seed);
+                options.duration_us = duration;
+                options.trace = trace;
+                let report = crate::sim::lamport::run(&options);
+                if let Some(dir) = &log_dir {
+                    let dir = std::path::Path::new(dir).join(format!("seed-{seed}"));
+                    if let Err(error) = crate::sim::lamport::write_logs(&report.logs, &dir) {
+                        eprintln!("pollen: {}: {error}", dir.display());
+                    }
+                }
+                let events: usize = report.logs.iter().map(|l| l.len().saturating_sub(1)).sum();
+                SimOutcome {
+                    failure: report.failure,
+                    deliveries: report.stats.deliveries,
+                    line: Some(format!("{events} events")),
+                    faults: 0,
                     trace: report.trace,
                 }
             })

@@ -285,3 +285,38 @@ fn kv_faults() {
         failures.join("\n")
     );
 }
+
+// ----- lamport -----
+
+/// 60-second experiments with vector clocks: the clock rules hold (one event per tick; +1 per
+/// send or internal event; receives take max + 1 of a real send; ShiViz's vector rules), and
+/// the analysis runs on the logs.
+#[test]
+fn lamport_models_keep_the_clock_rules() {
+    use pollen::sim::lamport;
+    use pollen::tools::lamport::{analyze, parse_line};
+    for seed in 0..seeds_total() / 10 {
+        let machines = 3 + (seed % 3) as usize;
+        let report = lamport::run(&lamport::Options::new(machines, seed));
+        assert!(
+            report.failure.is_none(),
+            "seed {seed}: {}",
+            report.failure.unwrap()
+        );
+        let logs = report.logs.iter().enumerate().map(|(m, lines)| {
+            (
+                m,
+                lines
+                    .iter()
+                    .filter_map(|line| parse_line(line))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let stats = analyze(&logs.collect());
+        assert_eq!(stats.len(), machines);
+        assert!(
+            stats.iter().all(|s| s.events > 30),
+            "seed {seed}: every machine ticked"
+        );
+    }
+}

@@ -313,3 +313,149 @@ impl Role for Lamport {
         self.up = self.up.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::TimerKey;
+    use crate::wire::client::Reply;
+
+    /// Records what the role does; time stands still unless a test moves it.
+    #[derive(Default)]
+    struct FakeIo {
+        now: Micros,
+        sent: Vec<(NodeId, u64, Vec<u64>)>,
+        lines: Vec<String>,
+    }
+
+    impl Io for FakeIo {
+        fn now(&self) -> Micros {
+            self.now
+        }
+        fn node(&self) -> NodeId {
+            0
+        }
+        fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
+            if let Message::LamportMessage(m) = message {
+                self.sent.push((to, m.clock, m.vector.iter().collect()));
+            }
+            true
+        }
+        fn send_space(&mut self, _to: NodeId) -> usize {
+            usize::MAX
+        }
+        fn set_timer(&mut self, _after: Micros, _timer: Timer) -> TimerKey {
+            TimerKey {
+                index: 0,
+                generation: 0,
+            }
+        }
+        fn cancel_timer(&mut self, _key: TimerKey) {}
+        fn output(&mut self, line: std::fmt::Arguments<'_>) {
+            self.lines.push(line.to_string());
+        }
+        fn stop(&mut self) {}
+        fn reply(&mut self, _client: usize, _reply: &Reply<'_>) -> bool {
+            false
+        }
+        fn close_client(&mut self, _client: usize) {}
+    }
+
+    fn machine(internal_max: u32) -> (Lamport, FakeIo) {
+        let mut config = Config::new(3, 1, 60_000_000);
+        config.internal_max = internal_max;
+        config.vector = true;
+        (Lamport::new(config, 0), FakeIo::default())
+    }
+
+    fn deliver(machine: &mut Lamport, io: &mut FakeIo, from: NodeId, clock: u64, vector: &[u64]) {
+        let message = LamportMessage {
+            clock,
+            vector: Items::Host(vector),
+        };
+        machine.on_message(io, from, Message::LamportMessage(message));
+    }
+
+    fn event(io: &FakeIo) -> Vec<String> {
+        io.lines
+            .last()
+            .unwrap()
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_queued_message_is_received_before_anything_is_sent() {
+        let (mut machine, mut io) = machine(3); // every idle tick would send
+        deliver(&mut machine, &mut io, 2, 7, &[0, 0, 4]);
+        machine.tick(&mut io);
+        let fields = event(&io);
+        assert_eq!(fields[1], "receive");
+        assert_eq!(fields[3], "8", "max(0, 7) + 1");
+        assert_eq!(fields[5], "2");
+        assert_eq!(
+            fields[7], "1;0;4",
+            "the sender's vector merged, own entry counted"
+        );
+        assert!(io.sent.is_empty(), "no send on a receiving tick");
+    }
+
+    #[test]
+    fn exactly_one_message_per_tick_and_the_queue_length_after() {
+        let (mut machine, mut io) = machine(3);
+        deliver(&mut machine, &mut io, 1, 2, &[0, 2, 0]);
+        deliver(&mut machine, &mut io, 2, 30, &[0, 0, 9]);
+        machine.tick(&mut io);
+        assert_eq!(event(&io)[4], "1", "one left after taking one");
+        assert_eq!(event(&io)[3], "3");
+        machine.tick(&mut io);
+        assert_eq!(event(&io)[3], "31", "max(3, 30) + 1");
+        assert_eq!(event(&io)[4], "0");
+        assert_eq!(machine.queue_length(), 0);
+    }
+
+    #[test]
+    fn idle_ticks_send_or_act_internally_and_every_event_counts() {
+        let (mut machine, mut io) = machine(3);
+        for tick in 1..=30 {
+            machine.tick(&mut io);
+            let fields = event(&io);
+            assert!(
+                fields[1].starts_with("send"),
+                "with K = 3 every idle tick sends"
+            );
+            assert_eq!(
+                fields[3],
+                tick.to_string(),
+                "each event increments the clock once"
+            );
+        }
+        // "One" is machine 1, "another" machine 2, "all" both; messages carry the clock.
+        assert!(io.sent.iter().all(|(to, _, _)| *to == 1 || *to == 2));
+        assert!(io.sent.iter().all(|(_, clock, vector)| vector[0] == *clock));
+        let (mut quiet, mut io) = self::machine(1_000_000);
+        for _ in 0..20 {
+            quiet.tick(&mut io);
+        }
+        let internal = io
+            .lines
+            .iter()
+            .filter(|line| line.contains(",internal,"))
+            .count();
+        assert!(
+            internal >= 19,
+            "with a huge K almost every tick is internal"
+        );
+    }
+
+    #[test]
+    fn rates_come_from_the_range_and_the_seed() {
+        for node in 0..3 {
+            let config = Config::new(3, 9, 1);
+            let rate = Lamport::new(config.clone(), node).rate;
+            assert!((1..=6).contains(&rate));
+            assert_eq!(Lamport::new(config, node).rate, rate, "deterministic");
+        }
+    }
+}

@@ -29,6 +29,7 @@
 pub mod faults;
 pub mod gossip;
 pub mod kv;
+pub mod lamport;
 pub mod ring;
 
 use std::cmp::Ordering;
