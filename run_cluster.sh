@@ -8,6 +8,8 @@
 # and default to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]); kv's go
 # to the master (e.g. --replicas 3). kv drops you into the master's REPL (Redis clients on
 # the port it prints); --smoke runs a scripted session instead and checks the answers.
+# lamport runs NODES machines for --duration SECS (default 60) with vector clocks, then writes
+# analysis.md, plots/*.svg and a ShiViz log next to the machines' logs.
 # The peers file, each node's stdout (node-N.out) and stderr (node-N.err) go to a fresh run
 # folder under ./run/ (printed at the end). Exit status: 0 if all nodes printed the same result,
 # 1 if they did not, 2 on bad usage. Only the processes this script started are stopped, by PID,
@@ -22,6 +24,7 @@ usage() {
 role=gossip
 nodes=4
 smoke=0
+duration=60
 role_args=()
 if [[ $# -gt 0 && $1 != -* ]]; then
   role=$1
@@ -31,6 +34,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     -n) [[ $# -ge 2 ]] || usage; nodes=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
+    --duration) [[ $# -ge 2 ]] || usage; duration=$2; shift 2 ;;
     --help) usage 0 ;;
     --) shift; role_args=("$@"); break ;;
     *) echo "run_cluster.sh: unknown option $1" >&2; usage ;;
@@ -43,8 +47,8 @@ done
 case $role in
   gossip) [[ ${#role_args[@]} -gt 0 ]] || role_args=(--send-for 3 --wait-for 2) ;;
   ring) [[ ${#role_args[@]} -gt 0 ]] || role_args=(2000000 1000000 0 --window 64) ;;
-  kv) ;;
-  *) echo "run_cluster.sh: unknown role $role (gossip|ring|kv)" >&2; exit 2 ;;
+  kv | lamport) ;;
+  *) echo "run_cluster.sh: unknown role $role (gossip|ring|kv|lamport)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,6 +81,8 @@ while read -r address; do
     gossip) args=(gossip -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}") ;;
     ring) args=(ring slave 127.0.0.1 "$port" --peer-config-file "$peers") ;;
     kv) args=(kv slave "$port" --peer-config-file "$peers") ;;
+    lamport) args=(lamport -p "$port" --peer-config-file "$peers" --duration "$duration" --vector
+      --log "$run_dir/machine-$index.csv" "${role_args[@]}") ;;
   esac
   "$binary" "${args[@]}" >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
   pids+=($!)
@@ -108,6 +114,16 @@ if [[ $role == kv ]]; then
   fi
   echo "SMOKE FAILED"
   exit 1
+fi
+if [[ $role == lamport ]]; then
+  echo "lamport: $nodes machines for $duration s; logs in $run_dir" >&2
+  status=0
+  wait "${pids[@]}" || status=1
+  pids=()
+  "$binary" lamport analyze --plots "$run_dir/plots" --shiviz "$run_dir/shiviz.log" \
+    "$run_dir"/machine-*.csv | tee "$run_dir/analysis.md"
+  echo "logs: $run_dir (machine-N.csv, shiviz.log, analysis.md, plots/*.svg)"
+  exit $status
 fi
 if [[ $role == ring ]]; then
   "$binary" ring master 127.0.0.1 "$master_port" "${role_args[@]}" --peer-config-file "$peers" \
