@@ -316,6 +316,13 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "lamport: write each seed's logs to DIR/seed-S/",
         "DIR",
     );
+    options.optopt(
+        "",
+        "rate-range",
+        "lamport: ticks per second range (default 1-6)",
+        "MIN-MAX",
+    );
+    options.optopt("", "internal-max", "lamport: draw 1..=K (default 10)", "K");
     let brief = "usage: pollen sim gossip|ring [--nodes N] [--seed S] [--seeds K] \
                  [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
                  [gossip: --with-seed N --batch N] [ring: --window W]";
@@ -401,9 +408,22 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "lamport" => {
             let log_dir = matches.opt_str("log-dir");
             let duration = send_for.unwrap_or(60_000_000);
+            let range = matches.opt_str("rate-range").unwrap_or("1-6".to_string());
+            let (rate_min, rate_max) = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                .filter(|&(a, b)| a >= 1 && a <= b && b <= 1000)
+                .ok_or_else(|| Exit::Usage(format!("--rate-range: bad {range:?}")))?;
+            let internal_max: u32 = number(&matches, "internal-max", 10)?;
+            if internal_max < 3 {
+                return Err(Exit::Usage("--internal-max must be at least 3".to_string()));
+            }
             Box::new(move |seed| {
                 let mut options = crate::sim::lamport::Options::new(nodes, seed);
                 options.duration_us = duration;
+                options.rate_min = rate_min;
+                options.rate_max = rate_max;
+                options.internal_max = internal_max;
                 options.trace = trace;
                 let report = crate::sim::lamport::run(&options);
                 if let Some(dir) = &log_dir {
