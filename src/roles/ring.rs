@@ -58,6 +58,7 @@ use crate::wire::{
     RingReport, RingResult, RingSync, RingSyncRequest, RingValue,
 };
 use crate::{debug, info};
+use hdrhistogram::Histogram;
 
 /// Values held past the folded prefix (indices `P+1 ..= P+SLOTS_MAX`). Small enough that a
 /// report can list every one (8 bytes each) and a sync can carry them (12 bytes each) in a frame.
@@ -80,6 +81,9 @@ const RESULTS_WAIT_US: Micros = 1_000_000;
 const EARLY_MAX: usize = 1 << 16;
 /// Most indices listed in one report.
 const REPORT_LIST_MAX: usize = SLOTS_MAX;
+
+/// Hop latencies above this are recorded as this (µs).
+const HOP_US_MAX: u64 = 10_000_000;
 
 const TIMER_TICK: Timer = Timer(1);
 const TIMER_SEND_END: Timer = Timer(2);
@@ -231,6 +235,8 @@ pub struct Worker {
     list: Vec<u64>,
     entries: Vec<IndexValue>,
     pub stats: WorkerStats,
+    /// Hop latencies (parent's send to our turn), µs.
+    pub hops: Histogram<u64>,
     pub result: Option<Checksum>,
 }
 
@@ -263,6 +269,7 @@ impl Worker {
             list: Vec::with_capacity(REPORT_LIST_MAX),
             entries: Vec::new(),
             stats: WorkerStats::default(),
+            hops: Histogram::new_with_bounds(1, HOP_US_MAX, 2).expect("valid bounds"),
             result: None,
             config,
         }
@@ -641,6 +648,7 @@ impl Worker {
             k,
             index,
             value,
+            sent_us: now_us,
         });
         for &member in &self.members {
             if member != node {
@@ -686,6 +694,11 @@ impl Worker {
         let parent_turn = self.position_of(value.k)
             == (self.position + self.members.len() - 1) % self.members.len()
             && from == self.parent();
+        if first && parent_turn && !own {
+            // A hop: the parent sent it, we take the next turn now.
+            let latency = io.now().saturating_sub(value.sent_us).max(1);
+            let _ = self.hops.record(latency.min(HOP_US_MAX));
+        }
         if (first || own) && parent_turn {
             self.generate(io, value.k + self.window);
         }
@@ -807,6 +820,7 @@ impl Worker {
                 k: slot.k,
                 index,
                 value: slot.value,
+                sent_us: now_us,
             });
             for &member in &self.members {
                 let wanted = only.is_none_or(|peer| peer == member);
@@ -884,6 +898,15 @@ impl Worker {
             self.stats.received,
             self.stats.resent
         );
+        if !self.hops.is_empty() {
+            info!(
+                "worker {}: hop latency p50 {} us p99 {} us ({} hops)",
+                self.node,
+                self.hops.value_at_quantile(0.5),
+                self.hops.value_at_quantile(0.99),
+                self.hops.len()
+            );
+        }
         io.stop();
     }
 

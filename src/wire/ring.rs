@@ -204,10 +204,12 @@ pub struct RingValue {
     pub k: u64,
     pub index: u64,
     pub value: u32,
+    /// The generator's clock when it sent the value (µs), for hop-latency measurements.
+    pub sent_us: u64,
 }
 
 impl RingValue {
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 32;
     pub fn decode(payload: &[u8]) -> Result<Self, &'static str> {
         if payload.len() != Self::LEN {
             return Err("wrong length");
@@ -217,6 +219,7 @@ impl RingValue {
             k: BigEndian::read_u64(&payload[4..12]),
             index: BigEndian::read_u64(&payload[12..20]),
             value: BigEndian::read_u32(&payload[20..24]),
+            sent_us: BigEndian::read_u64(&payload[24..32]),
         })
     }
     pub fn encode(&self, out: &mut [u8]) {
@@ -224,6 +227,7 @@ impl RingValue {
         BigEndian::write_u64(&mut out[4..12], self.k);
         BigEndian::write_u64(&mut out[12..20], self.index);
         BigEndian::write_u32(&mut out[20..24], self.value);
+        BigEndian::write_u64(&mut out[24..32], self.sent_us);
     }
 }
 

@@ -65,6 +65,56 @@ fn kv_batches() -> (&'static [u8], &'static [u8]) {
 fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>> {
     let (ops, results) = kv_batches();
     vec![
+        Message::RingEpoch(RingEpoch {
+            epoch: 3,
+            window: 64,
+            sync_from: NO_NODE,
+            seed: 99,
+            send_left_us: 1_000_000,
+            grace_left_us: 500_000,
+            next: 1234,
+            joiners: 0b101,
+            members: Items::Host(&[2, 0, 1]),
+            missing: Items::Host(&[17, 900, 1200]),
+        }),
+        Message::RingFreeze(RingFreeze { epoch: 7 }),
+        Message::RingValue(RingValue {
+            epoch: 1,
+            k: 5,
+            index: 6,
+            value: u32::MAX,
+            sent_us: 77,
+        }),
+        Message::RingConfirm(RingConfirm {
+            epoch: 2,
+            k: u64::MAX,
+        }),
+        Message::RingApprove(RingApprove {
+            epoch: 2,
+            index: 77,
+        }),
+        Message::RingReport(RingReport {
+            epoch: 4,
+            frozen: true,
+            settled: true,
+            prefix: 100,
+            approved: Items::Host(&[102, 105]),
+        }),
+        Message::RingSync(RingSync {
+            epoch: 4,
+            prefix: 100,
+            count: 100,
+            sum: u128::MAX - 5,
+            entries: Items::Host(&[IndexValue {
+                index: 102,
+                value: 9,
+            }]),
+        }),
+        Message::RingResult(RingResult {
+            count: 10,
+            sum: 1 << 100,
+        }),
+        Message::RingSyncRequest(RingSyncRequest { epoch: 9 }),
         Message::LamportMessage(LamportMessage {
             clock: 42,
             vector: Items::Host(&[1, 0, 7]),
