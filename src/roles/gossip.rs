@@ -275,7 +275,7 @@ impl Gossip {
         let nodes = config.nodes;
         // Reserved up front so that the steady state does not allocate: a stream holds about a
         // window of unacknowledged messages plus those waiting to be ordered.
-        let reserved = 2 * config.window_messages as usize;
+        let reserved = 4 * config.window_messages as usize;
         let rng = stream_rng(config.seed, node);
         let peers = (0..nodes)
             .map(|_| PeerView {
