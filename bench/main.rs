@@ -1,16 +1,34 @@
-//! The bench harness: `cargo bench` (or `cargo bench -- gossip` for one part).
+//! The bench harness: `cargo bench` (or `cargo bench -- gossip` for one part: ceiling, gossip,
+//! ring, kv, alloc).
 //!
 //! Launches real clusters of the release binary on loopback, repeats each configuration
 //! `RUNS` times, and prints a markdown table (median, with min–max) on stdout; progress goes to
-//! stderr; the raw figures go to `target/bench/results.json`.
+//! stderr; the raw figures go to `target/bench/results.json`. If a previous results file is
+//! there, each row also shows its ratio to the previous median, so a regression is visible.
 //!
 //! Rows:
+//! - ceiling: one connection on loopback, 256 KiB writes from one thread, reads on another:
+//!   bytes/s, and the same as 4-byte messages (a gossip value is 4 bytes on the wire; batch
+//!   headers are amortised over hundreds of values). Every rate below also shows as a fraction
+//!   of that message rate.
 //! - gossip, 2/4/8 nodes: agreed messages per second of send time; delivered messages per
 //!   second (agreed × (nodes − 1): each message reaches every other node); CPU time (user + sys
 //!   of all nodes) per delivered message; peak RSS of the largest node.
+//! - ring, 4 workers + master, windows 1, 64 and 512: approved values per second of send time;
+//!   hop latency p50 (median over workers) and p99 (worst worker) from the workers' HDR
+//!   histograms; the speed-up of the best window over window 1.
+//! - kv: redis-benchmark SET and GET (-P 1 and -P 16, 50 clients) against pollen kv (2 workers,
+//!   2 replicas) and against a redis-server the harness starts (no persistence), interleaved in
+//!   the same run; the ratio of medians. Skipped with a note if either program is missing.
+//! - alloc: heap allocations per delivered message over a 1 s window mid-send, gossip and ring
+//!   in this process under a counting global allocator (`tests/support/alloc_probe.rs`).
 
-use std::io::Read;
-use std::net::TcpListener;
+#[path = "../tests/support/alloc_probe.rs"]
+mod alloc_probe;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +39,13 @@ const SEND_FOR_S: f64 = 3.0;
 const WAIT_FOR_S: f64 = 3.0;
 /// Clock ticks per second for /proc/self/stat's cutime and cstime.
 const CLOCK_TICKS_PER_S: f64 = 100.0;
+/// Bytes of one gossip message on the wire (a u32 value; batch headers amortised).
+const GOSSIP_MESSAGE_BYTES: f64 = 4.0;
+const CEILING_S: f64 = 2.0;
+const RING_WORKERS: usize = 4;
+const RING_SEND_US: u64 = 2_000_000;
+const RING_GRACE_US: u64 = 1_000_000;
+const RING_WINDOWS: [u64; 3] = [1, 64, 512];
 
 struct Row {
     name: String,
@@ -29,6 +54,13 @@ struct Row {
 }
 
 impl Row {
+    fn new(name: String, unit: &'static str) -> Row {
+        Row {
+            name,
+            unit,
+            samples: vec![],
+        }
+    }
     fn median(&self) -> f64 {
         let mut sorted = self.samples.clone();
         sorted.sort_by(f64::total_cmp);
@@ -43,6 +75,10 @@ impl Row {
             .copied()
             .fold(f64::NEG_INFINITY, f64::max)
     }
+    /// A rate of messages or requests (shown as a fraction of the ceiling).
+    fn is_rate(&self) -> bool {
+        self.unit.ends_with("/s") && self.unit != "B/s"
+    }
 }
 
 fn main() {
@@ -54,37 +90,445 @@ fn main() {
         |part: &str| filters.is_empty() || filters.iter().any(|f| part.contains(f.as_str()));
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out_dir).expect("create target/bench");
+    let results = out_dir.join("results.json");
+    let previous = read_previous(&results);
+    let started = Instant::now();
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut ceiling = None;
+    if wanted("ceiling") {
+        let (bytes, messages) = bench_ceiling();
+        ceiling = Some(messages.median());
+        rows.push(bytes);
+        rows.push(messages);
+    }
     if wanted("gossip") {
         for nodes in [2, 4, 8] {
             rows.extend(bench_gossip(nodes, &out_dir));
         }
     }
-    print_table(&rows);
-    write_json(&rows, &out_dir.join("results.json"));
+    if wanted("ring") {
+        rows.extend(bench_ring(&out_dir));
+    }
+    if wanted("kv") {
+        match bench_kv(&out_dir) {
+            Ok(kv) => rows.extend(kv),
+            Err(note) => notes.push(note),
+        }
+    }
+    if wanted("alloc") {
+        rows.extend(bench_alloc());
+    }
+    eprintln!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
+    print_table(&rows, ceiling, &medians(&previous));
+    for note in &notes {
+        println!();
+        println!("{note}");
+    }
+    write_json(&rows, previous, &results);
+}
+
+/// The loopback limit: one connection, 256 KiB writes, a reader on another thread.
+fn bench_ceiling() -> (Row, Row) {
+    let mut bytes = Row::new("ceiling: loopback TCP, one connection".into(), "B/s");
+    let mut messages = Row::new(
+        "ceiling: the same as 4-byte gossip messages".into(),
+        "msg/s",
+    );
+    for run in 1..=RUNS {
+        eprintln!("ceiling: run {run}/{RUNS} ...");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let reader = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buffer = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => return total,
+                    Ok(n) => total += n as u64,
+                    Err(error) => panic!("read: {error}"),
+                }
+            }
+        });
+        let mut stream = TcpStream::connect(address).expect("connect");
+        let chunk = vec![0x5au8; 256 * 1024];
+        let begun = Instant::now();
+        while begun.elapsed().as_secs_f64() < CEILING_S {
+            stream.write_all(&chunk).expect("write");
+        }
+        drop(stream);
+        let total = reader.join().expect("reader");
+        let rate = total as f64 / begun.elapsed().as_secs_f64();
+        eprintln!("  {:.2} GB/s", rate / 1e9);
+        bytes.samples.push(rate);
+        messages.samples.push(rate / GOSSIP_MESSAGE_BYTES);
+    }
+    (bytes, messages)
+}
+
+/// Ring rows: a master and `RING_WORKERS` workers per window.
+fn bench_ring(dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut best: Option<(u64, f64)> = None;
+    let mut window_one = None;
+    for window in RING_WINDOWS {
+        let mut values = Row::new(format!("ring W={window}: approved values"), "value/s");
+        let mut p50 = Row::new(format!("ring W={window}: hop latency p50"), "µs");
+        let mut p99 = Row::new(format!("ring W={window}: hop latency p99"), "µs");
+        for run in 1..=RUNS {
+            eprintln!("ring: window {window}, run {run}/{RUNS} ...");
+            let outcome = run_ring(window, run as u64, dir);
+            let rate = outcome.count as f64 / (RING_SEND_US as f64 / 1e6);
+            eprintln!(
+                "  {} values approved, hop p50 {} µs, p99 {} µs",
+                outcome.count, outcome.p50_us, outcome.p99_us
+            );
+            values.samples.push(rate);
+            p50.samples.push(outcome.p50_us);
+            p99.samples.push(outcome.p99_us);
+        }
+        let median = values.median();
+        if window == 1 {
+            window_one = Some(median);
+        }
+        if best.is_none_or(|(_, rate)| median > rate) {
+            best = Some((window, median));
+        }
+        rows.extend([values, p50, p99]);
+    }
+    if let (Some(one), Some((window, rate))) = (window_one, best) {
+        let mut speedup = Row::new(
+            format!("ring: best window (W={window}) over W=1, medians"),
+            "×",
+        );
+        speedup.samples.push(rate / one);
+        rows.push(speedup);
+    }
+    rows
+}
+
+struct RingOutcome {
+    count: u64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn run_ring(window: u64, seed: u64, dir: &Path) -> RingOutcome {
+    let ports = free_ports(RING_WORKERS + 1);
+    let peers = dir.join("ring-peers.txt");
+    let text: String = ports[..RING_WORKERS]
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}\n"))
+        .collect();
+    std::fs::write(&peers, text).expect("write peers file");
+    let spawn = |args: Vec<String>| {
+        Command::new(POLLEN)
+            .arg("ring")
+            .args(args)
+            .arg("--peer-config-file")
+            .arg(&peers)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pollen")
+    };
+    let workers: Vec<Child> = ports[..RING_WORKERS]
+        .iter()
+        .map(|port| spawn(vec!["slave".into(), "127.0.0.1".into(), port.to_string()]))
+        .collect();
+    let master = spawn(vec![
+        "master".into(),
+        "127.0.0.1".into(),
+        ports[RING_WORKERS].to_string(),
+        RING_SEND_US.to_string(),
+        RING_GRACE_US.to_string(),
+        seed.to_string(),
+        "--window".into(),
+        window.to_string(),
+    ]);
+    let (status, stdout, _) = collect(master);
+    assert!(status, "the ring master failed: {stdout}");
+    assert!(
+        stdout.contains("AGREE: 4 of 4"),
+        "the ring did not agree: {stdout}"
+    );
+    let count = stdout
+        .lines()
+        .find_map(|line| line.split("SlaveResult ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .expect("a SlaveResult line");
+    let mut p50s = Vec::new();
+    let mut p99 = 0f64;
+    for worker in workers {
+        let (status, _, stderr) = collect(worker);
+        assert!(status, "a ring worker failed: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|line| line.contains("hop latency"))
+            .expect("a hop latency line");
+        let after = |word: &str| -> f64 {
+            line.split(word)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|value| value.parse().ok())
+                .expect("a latency figure")
+        };
+        p50s.push(after("p50 "));
+        p99 = p99.max(after("p99 "));
+    }
+    p50s.sort_by(f64::total_cmp);
+    RingOutcome {
+        count,
+        p50_us: p50s[p50s.len() / 2],
+        p99_us: p99,
+    }
+}
+
+/// Waits for a child (at most a minute) and returns (success, stdout, stderr).
+fn collect(mut child: Child) -> (bool, String, String) {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(err) = err.as_mut() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    });
+    let _ = out.read_to_string(&mut stdout);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.success();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stderr.push_str(&reader.join().expect("stderr reader"));
+    (status, stdout, stderr)
+}
+
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("address").port())
+        .collect()
+}
+
+/// kv rows: pollen kv and redis-server under the same redis-benchmark, interleaved per run.
+fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
+    for program in ["redis-benchmark", "redis-server"] {
+        let found = Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("kv: skipped, {program} not found");
+            return Err(format!(
+                "kv rows skipped: `{program}` not found (apt-get install redis-tools redis-server)."
+            ));
+        }
+    }
+    let ports = free_ports(5);
+    let peers = dir.join("kv-workers.txt");
+    std::fs::write(
+        &peers,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .expect("write peers file");
+    let mut children: Vec<Child> = Vec::new();
+    for port in &ports[..2] {
+        children.push(kv_spawn(&["slave", &port.to_string()], &peers));
+    }
+    children.push(kv_spawn(
+        &[
+            "master",
+            &ports[2].to_string(),
+            "--replicas",
+            "2",
+            "--resp-port",
+            &ports[3].to_string(),
+            "--no-repl",
+        ],
+        &peers,
+    ));
+    children.push(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &ports[4].to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server"),
+    );
+    let outcome = (|| {
+        wait_until_set_works(ports[3])?;
+        wait_until_set_works(ports[4])?;
+        let mut rows = Vec::new();
+        for pipeline in [1, 16] {
+            let mut table: HashMap<(&str, &str), Row> = HashMap::new();
+            for run in 1..=RUNS {
+                for (server, port) in [("pollen", ports[3]), ("redis", ports[4])] {
+                    eprintln!("kv: {server} -P {pipeline}, run {run}/{RUNS} ...");
+                    let (set, get) = redis_benchmark(port, pipeline)?;
+                    eprintln!("  SET {set:.0}/s, GET {get:.0}/s");
+                    for (command, rate) in [("SET", set), ("GET", get)] {
+                        table
+                            .entry((server, command))
+                            .or_insert_with(|| {
+                                Row::new(format!("kv {server} {command} -P {pipeline}"), "req/s")
+                            })
+                            .samples
+                            .push(rate);
+                    }
+                }
+            }
+            for command in ["SET", "GET"] {
+                let pollen = table.remove(&("pollen", command)).expect("row");
+                let redis = table.remove(&("redis", command)).expect("row");
+                let mut ratio = Row::new(
+                    format!("kv {command} -P {pipeline}: pollen ÷ redis, medians"),
+                    "×",
+                );
+                ratio.samples.push(pollen.median() / redis.median());
+                rows.extend([pollen, redis, ratio]);
+            }
+        }
+        Ok(rows)
+    })();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    outcome
+}
+
+fn kv_spawn(args: &[&str], peers: &Path) -> Child {
+    Command::new(POLLEN)
+        .arg("kv")
+        .args(args)
+        .arg("--peer-config-file")
+        .arg(peers)
+        .arg("-q")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn pollen kv")
+}
+
+/// Polls `SET` over RESP until it answers `+OK` (the master has its workers), for up to 10 s.
+fn wait_until_set_works(port: u16) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.write_all(b"*3\r\n$3\r\nSET\r\n$5\r\nbench\r\n$1\r\n1\r\n");
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            if line.starts_with("+OK") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "kv rows skipped: port {port} did not answer SET within 10 s"
+    ))
+}
+
+/// `redis-benchmark -t set,get`: (SET, GET) requests per second.
+fn redis_benchmark(port: u16, pipeline: u32) -> Result<(f64, f64), String> {
+    let requests = if pipeline == 1 { 100_000 } else { 1_000_000 };
+    let output = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set,get",
+            "-c",
+            "50",
+        ])
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-P",
+            &pipeline.to_string(),
+            "-q",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|error| format!("redis-benchmark: {error}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "\n");
+    let rate = |command: &str| -> Option<f64> {
+        text.lines()
+            .filter(|line| line.starts_with(command) && line.contains("requests per second"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
+            .last()
+    };
+    match (rate("SET:"), rate("GET:")) {
+        (Some(set), Some(get)) => Ok((set, get)),
+        _ => Err(format!("redis-benchmark gave no rates: {text}")),
+    }
+}
+
+/// Allocation rows: the in-process probe, gossip and ring.
+fn bench_alloc() -> Vec<Row> {
+    let mut gossip = Row::new(
+        "alloc: gossip, allocations per delivered message".into(),
+        "/msg",
+    );
+    let mut ring = Row::new(
+        "alloc: ring, allocations per delivered value".into(),
+        "/msg",
+    );
+    let mut gossip_window = Row::new("alloc: gossip, messages in the 1 s window".into(), "msg");
+    let mut ring_window = Row::new("alloc: ring, values in the 1 s window".into(), "value");
+    for run in 1..=RUNS {
+        eprintln!("alloc: run {run}/{RUNS} ...");
+        let (window, _) = alloc_probe::gossip_window();
+        eprintln!("  gossip {window:?}");
+        gossip.samples.push(window.per_message());
+        gossip_window.samples.push(window.delivered as f64);
+        let (window, _) = alloc_probe::ring_window();
+        eprintln!("  ring {window:?}");
+        ring.samples.push(window.per_message());
+        ring_window.samples.push(window.delivered as f64);
+    }
+    vec![gossip, gossip_window, ring, ring_window]
 }
 
 fn bench_gossip(nodes: usize, dir: &Path) -> Vec<Row> {
-    let mut agreed = Row {
-        name: format!("gossip {nodes} nodes: agreed"),
-        unit: "msg/s",
-        samples: vec![],
-    };
-    let mut delivered = Row {
-        name: format!("gossip {nodes} nodes: delivered"),
-        unit: "msg/s",
-        samples: vec![],
-    };
-    let mut cpu = Row {
-        name: format!("gossip {nodes} nodes: CPU per delivered message"),
-        unit: "ns",
-        samples: vec![],
-    };
-    let mut rss = Row {
-        name: format!("gossip {nodes} nodes: peak RSS per node (max)"),
-        unit: "MiB",
-        samples: vec![],
-    };
+    let mut agreed = Row::new(format!("gossip {nodes} nodes: agreed"), "msg/s");
+    let mut delivered = Row::new(format!("gossip {nodes} nodes: delivered"), "msg/s");
+    let mut cpu = Row::new(
+        format!("gossip {nodes} nodes: CPU per delivered message"),
+        "ns",
+    );
+    let mut rss = Row::new(
+        format!("gossip {nodes} nodes: peak RSS per node (max)"),
+        "MiB",
+    );
     for run in 1..=RUNS {
         eprintln!("gossip: {nodes} nodes, run {run}/{RUNS} ...");
         let outcome = run_gossip(nodes, dir);
@@ -207,8 +651,19 @@ fn peak_rss_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn format_value(value: f64, unit: &str) -> String {
+    match unit {
+        "×" => format!("{value:.2}"),
+        "/msg" if value == 0.0 => "0".to_string(),
+        "/msg" => format!("{value:.1e}"),
+        _ => human(value),
+    }
+}
+
 fn human(value: f64) -> String {
-    if value >= 1e6 {
+    if value >= 1e9 {
+        format!("{:.2} G", value / 1e9)
+    } else if value >= 1e6 {
         format!("{:.1} M", value / 1e6)
     } else if value >= 1e3 {
         format!("{:.1} k", value / 1e3)
@@ -217,31 +672,79 @@ fn human(value: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row]) {
-    println!("| what | median | min – max | unit |");
-    println!("|---|---:|---:|---|");
+fn print_table(rows: &[Row], ceiling: Option<f64>, previous: &HashMap<String, f64>) {
+    println!("| what | median | min – max | unit | of ceiling | vs previous |");
+    println!("|---|---:|---:|---|---:|---:|");
     for row in rows {
+        let fraction = match ceiling {
+            Some(ceiling) if row.is_rate() && !row.name.starts_with("ceiling") => {
+                let percent = 100.0 * row.median() / ceiling;
+                if percent >= 1.0 {
+                    format!("{percent:.0}%")
+                } else {
+                    format!("{percent:.2}%")
+                }
+            }
+            _ => String::new(),
+        };
+        let versus = match previous.get(&row.name) {
+            Some(&before) if before > 0.0 => format!("{:.2}×", row.median() / before),
+            _ => String::new(),
+        };
         println!(
-            "| {} | {} | {} – {} | {} |",
+            "| {} | {} | {} – {} | {} | {} | {} |",
             row.name,
-            human(row.median()),
-            human(row.min()),
-            human(row.max()),
-            row.unit
+            format_value(row.median(), row.unit),
+            format_value(row.min(), row.unit),
+            format_value(row.max(), row.unit),
+            row.unit,
+            fraction,
+            versus
         );
     }
 }
 
-fn write_json(rows: &[Row], path: &Path) {
-    let rows: Vec<serde_json::Value> = rows
+/// The rows of an earlier results file (empty if there is none).
+fn read_previous(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(json) => json["rows"].as_array().cloned().unwrap_or_default(),
+        Err(_) => {
+            eprintln!("ignoring unreadable {}", path.display());
+            vec![]
+        }
+    }
+}
+
+fn medians(rows: &[serde_json::Value]) -> HashMap<String, f64> {
+    rows.iter()
+        .filter_map(|row| Some((row["name"].as_str()?.to_string(), row["median"].as_f64()?)))
+        .collect()
+}
+
+/// Writes this run's rows, keeping earlier rows this run did not measure (a filtered run).
+fn write_json(rows: &[Row], previous: Vec<serde_json::Value>, path: &Path) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
             serde_json::json!({
                 "name": row.name, "unit": row.unit, "samples": row.samples,
                 "median": row.median(), "min": row.min(), "max": row.max(),
+                "measured_unix_s": now,
             })
         })
         .collect();
+    let fresh: Vec<String> = rows.iter().map(|r| r["name"].to_string()).collect();
+    rows.extend(
+        previous
+            .into_iter()
+            .filter(|row| !fresh.contains(&row["name"].to_string())),
+    );
     let text = serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap();
     std::fs::write(path, text).expect("write results");
     eprintln!("results written to {}", path.display());
