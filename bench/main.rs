@@ -484,7 +484,7 @@ fn redis_benchmark(port: u16, pipeline: u32) -> Result<(f64, f64), String> {
         text.lines()
             .filter(|line| line.starts_with(command) && line.contains("requests per second"))
             .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
-            .last()
+            .next_back()
     };
     match (rate("SET:"), rate("GET:")) {
         (Some(set), Some(get)) => Ok((set, get)),
