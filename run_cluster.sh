@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
 #
-#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [-- ROLE ARGS...]
+#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [--perf N] [-- ROLE ARGS...]
 #
 # ROLE is gossip (default), ring or kv; NODES defaults to 4 (ring and kv: workers, plus a
 # master). gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master
@@ -10,6 +10,9 @@
 # the port it prints); --smoke runs a scripted session instead and checks the answers.
 # lamport runs NODES machines for --duration SECS (default 60) with vector clocks, then writes
 # analysis.md, plots/*.svg and a ShiViz log next to the machines' logs.
+# --perf N builds the `profiling` profile with frame pointers and records node N (0-based, a
+# line of the peers file) with perf (cpu-clock, DWARF stacks) into perf-node-N.data, plus a
+# flamegraph-node-N.svg if inferno is installed (cargo install inferno).
 # The peers file, each node's stdout (node-N.out) and stderr (node-N.err) go to a fresh run
 # folder under ./run/ (printed at the end). Exit status: 0 if all nodes printed the same result,
 # 1 if they did not, 2 on bad usage. Only the processes this script started are stopped, by PID,
@@ -17,7 +20,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+ sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -25,6 +28,7 @@ role=gossip
 nodes=4
 smoke=0
 duration=60
+perf_node=
 role_args=()
 if [[ $# -gt 0 && $1 != -* ]]; then
   role=$1
@@ -35,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     -n) [[ $# -ge 2 ]] || usage; nodes=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --duration) [[ $# -ge 2 ]] || usage; duration=$2; shift 2 ;;
+    --perf) [[ $# -ge 2 ]] || usage; perf_node=$2; shift 2 ;;
     --help) usage 0 ;;
     --) shift; role_args=("$@"); break ;;
     *) echo "run_cluster.sh: unknown option $1" >&2; usage ;;
@@ -51,9 +56,26 @@ case $role in
   *) echo "run_cluster.sh: unknown role $role (gossip|ring|kv|lamport)" >&2; exit 2 ;;
 esac
 
+if [[ -n $perf_node ]]; then
+  [[ $perf_node =~ ^[0-9]+$ && $perf_node -lt $nodes ]] || {
+    echo "run_cluster.sh: --perf takes a node index below $nodes" >&2
+    exit 2
+  }
+  command -v perf >/dev/null || {
+    echo "run_cluster.sh: --perf needs perf (apt-get install linux-perf or linux-tools-generic)" >&2
+    exit 2
+  }
+fi
+
 here=$(cd "$(dirname "$0")" && pwd)
 binary=${POLLEN_BIN:-$here/target/release/pollen}
-if [[ -z ${POLLEN_BIN:-} ]]; then
+if [[ -n $perf_node && -z ${POLLEN_BIN:-} ]]; then
+  # Frame pointers cannot be set per Cargo profile on stable; a separate target directory keeps
+  # these flags from invalidating the ordinary release build.
+  (cd "$here" && RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/fp \
+    cargo build --profile profiling --quiet)
+  binary=$here/target/fp/profiling/pollen
+elif [[ -z ${POLLEN_BIN:-} ]]; then
   (cd "$here" && cargo build --release --quiet)
 fi
 
@@ -71,8 +93,26 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
   done
 }
-trap cleanup EXIT
+trap 'cleanup; finish_perf' EXIT
 trap 'cleanup; exit 130' INT TERM
+
+perf_pid=
+# Waits for perf and renders the flamegraph (once, on any exit path).
+finish_perf() {
+  [[ -n $perf_pid ]] || return 0
+  wait "$perf_pid" 2>/dev/null || true
+  perf_pid=
+  local data=$run_dir/perf-node-$perf_node.data
+  [[ -s $data ]] || { echo "perf: no data; see $run_dir/perf-node-$perf_node.log" >&2; return 0; }
+  echo "perf: $data (perf report -i $data --no-children)" >&2
+  if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+    perf script -i "$data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
+      --title "pollen $role node $perf_node" >"$run_dir/flamegraph-node-$perf_node.svg" || true
+    echo "perf: flamegraph $run_dir/flamegraph-node-$perf_node.svg" >&2
+  else
+    echo "perf: no flamegraph (cargo install inferno for one)" >&2
+  fi
+}
 
 index=0
 while read -r address; do
@@ -86,6 +126,12 @@ while read -r address; do
   esac
   "$binary" "${args[@]}" >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
   pids+=($!)
+  if [[ $index == "$perf_node" ]]; then
+    # perf stops by itself when the node exits; it is not in pids (waited for separately).
+    perf record -q -e cpu-clock -F 999 --call-graph dwarf -p "$!" \
+      -o "$run_dir/perf-node-$index.data" 2>"$run_dir/perf-node-$index.log" &
+    perf_pid=$!
+  fi
   index=$((index + 1))
 done <"$peers"
 if [[ $role == kv ]]; then
