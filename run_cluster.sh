@@ -174,10 +174,21 @@ fi
 if [[ $role == ring ]]; then
   "$binary" ring master 127.0.0.1 "$master_port" "${role_args[@]}" --peer-config-file "$peers" \
     >"$run_dir/master.out" 2>"$run_dir/master.err" &
-  pids+=($!)
+  master_pid=$!
+  master_status=0
+  wait "$master_pid" || master_status=$?
+  if [[ $master_status -eq 2 ]]; then
+    # It refused its arguments; the workers would wait for it forever (the EXIT trap stops them).
+    cat "$run_dir/master.err" >&2
+    exit 2
+  fi
 fi
 
 failed=0
+if [[ $role == ring && $master_status -ne 0 ]]; then
+  echo "the master exited with status $master_status; see $run_dir/master.err" >&2
+  failed=1
+fi
 for index in "${!pids[@]}"; do
   if ! wait "${pids[$index]}"; then
     echo "process $index exited with an error; see $run_dir/*.err" >&2
