@@ -2,7 +2,8 @@
 //! runs it. Bad input gets one line on stderr and exit status 2; a runtime failure (cannot
 //! listen, ...) gets one line and status 1.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use getopts::{Matches, Options};
 
@@ -10,7 +11,7 @@ use crate::net::{self, Driver};
 use crate::node::Micros;
 use crate::roles::gossip::{self, Gossip};
 use crate::roles::ring::{self, Ring};
-use crate::{info, log, peers};
+use crate::{chaos, info, log, peers};
 
 const USAGE: &str = "\
 usage: pollen SUBCOMMAND [OPTIONS]
@@ -22,6 +23,8 @@ subcommands:
   lamport   the asynchronous scale model: machines at random clock rates log Lamport clocks
   sim ROLE  run ROLE in the deterministic simulator with injected faults, and check it
   ports N   print N free TCP ports on 127.0.0.1 (for scripts)
+  chaos-proxy --listen ADDR --to ADDR [...]
+            a TCP relay adding latency, jitter, a bandwidth limit and cuts (fault testing)
 
 `pollen SUBCOMMAND --help` describes each.";
 
@@ -44,6 +47,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("ring") => run_ring(rest),
         Some("kv") => run_kv(rest),
         Some("lamport") => run_lamport(rest),
+        Some("chaos-proxy") => run_chaos_proxy(rest),
         Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
@@ -747,6 +751,83 @@ usage: pollen lamport [-h HOST] [-p PORT] [--peer-config-file FILE] [--duration 
                       [--rate-range MIN-MAX] [--internal-max K] [--with-seed N] [--log FILE]
                       [--vector] [--shiviz FILE] [-v]
        pollen lamport analyze [--plots DIR] [--shiviz FILE] LOG...";
+
+fn run_chaos_proxy(args: &[String]) -> Result<(), Exit> {
+    let mut options = Options::new();
+    common_options(&mut options);
+    options.reqopt(
+        "",
+        "listen",
+        "address to accept on (port 0: any free port)",
+        "ADDR",
+    );
+    options.reqopt("", "to", "address to relay to", "ADDR");
+    options.optopt("", "latency-ms", "added one-way delay (default 0)", "N");
+    options.optopt(
+        "",
+        "jitter-ms",
+        "random extra delay up to N ms, order kept",
+        "N",
+    );
+    options.optopt(
+        "",
+        "bandwidth",
+        "bytes per second per direction (0: unlimited)",
+        "B",
+    );
+    options.optopt(
+        "",
+        "cut-after-ms",
+        "close every pair after N ms and refuse new ones",
+        "N",
+    );
+    options.optopt("", "reset-every-ms", "close every pair every N ms", "N");
+    options.optopt("", "seed", "jitter seed (default 0)", "N");
+    let brief = "Usage: pollen chaos-proxy --listen ADDR --to ADDR [--latency-ms N] [--jitter-ms N]
+                 [--bandwidth B] [--cut-after-ms N] [--reset-every-ms N] [--seed N] [-v]
+
+A TCP relay that adds latency, jitter, a bandwidth limit and cuts between real processes.
+Prints `listening on ADDR` on stdout once bound; runs until killed.";
+    let matches = parse(&options, args, brief)?;
+    set_log_level(&matches);
+    let address = |name: &str| -> Result<SocketAddr, Exit> {
+        let text = matches.opt_str(name).unwrap_or_default();
+        text.parse()
+            .map_err(|_| Exit::Usage(format!("--{name}: not an IP:PORT address: {text:?}")))
+    };
+    let millis = |name: &str| -> Result<Option<Duration>, Exit> {
+        match matches.opt_str(name) {
+            None => Ok(None),
+            Some(_) => {
+                let value: u64 = number(&matches, name, 0)?;
+                if value > 3_600_000 {
+                    return Err(Exit::Usage(format!("--{name} must be at most 3600000")));
+                }
+                Ok(Some(Duration::from_millis(value)))
+            }
+        }
+    };
+    let config = chaos::Config {
+        listen: address("listen")?,
+        to: address("to")?,
+        latency: millis("latency-ms")?.unwrap_or_default(),
+        jitter: millis("jitter-ms")?.unwrap_or_default(),
+        bandwidth: number(&matches, "bandwidth", 0)?,
+        cut_after: millis("cut-after-ms")?,
+        reset_every: millis("reset-every-ms")?.filter(|every| !every.is_zero()),
+        seed: number(&matches, "seed", 0)?,
+    };
+    let proxy = chaos::Proxy::bind(config.clone())
+        .map_err(|error| Exit::Failure(format!("cannot listen on {}: {error}", config.listen)))?;
+    let bound = proxy
+        .local_addr()
+        .map_err(|error| Exit::Failure(error.to_string()))?;
+    println!("listening on {bound}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    proxy
+        .run()
+        .map_err(|error| Exit::Failure(error.to_string()))
+}
 
 fn run_lamport(args: &[String]) -> Result<(), Exit> {
     if args.first().map(String::as_str) == Some("analyze") {

@@ -6,6 +6,7 @@
 
 pub mod log;
 
+pub mod chaos;
 pub mod cli;
 pub mod net;
 pub mod node;

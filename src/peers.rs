@@ -18,6 +18,20 @@ use crate::wire::NODES_MAX;
 
 /// Parses and resolves a peers file's text. Errors name the offending entry.
 pub fn parse(text: &str) -> Result<Vec<SocketAddr>, String> {
+    let addresses = entries(text)?
+        .iter()
+        .map(|entry| resolve(entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (index, address) in addresses.iter().enumerate() {
+        if addresses[..index].contains(address) {
+            return Err(format!("{address} is listed twice"));
+        }
+    }
+    Ok(addresses)
+}
+
+/// The entries of a peers file (text or JSON), not yet resolved: `host:port` strings.
+pub fn entries(text: &str) -> Result<Vec<String>, String> {
     let entries = if text.trim_start().starts_with('[') {
         json_entries(text)?
     } else {
@@ -36,16 +50,7 @@ pub fn parse(text: &str) -> Result<Vec<SocketAddr>, String> {
             entries.len()
         ));
     }
-    let addresses = entries
-        .iter()
-        .map(|entry| resolve(entry))
-        .collect::<Result<Vec<_>, _>>()?;
-    for (index, address) in addresses.iter().enumerate() {
-        if addresses[..index].contains(address) {
-            return Err(format!("{address} is listed twice"));
-        }
-    }
-    Ok(addresses)
+    Ok(entries)
 }
 
 pub fn load(path: &str) -> Result<Vec<SocketAddr>, String> {
