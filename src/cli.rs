@@ -95,6 +95,42 @@ fn set_log_level(matches: &Matches) {
     });
 }
 
+/// `--cookie-file` for the roles that talk to peers.
+fn cookie_option(options: &mut Options) {
+    options.optopt(
+        "",
+        "cookie-file",
+        "the cluster's shared secret; peers must prove they know it (or POLLEN_COOKIE_FILE)",
+        "FILE",
+    );
+}
+
+/// The cookie from `--cookie-file` or `POLLEN_COOKIE_FILE`, trimmed of surrounding whitespace.
+fn cookie(matches: &Matches) -> Result<Option<Vec<u8>>, Exit> {
+    let Some(path) = matches
+        .opt_str("cookie-file")
+        .or_else(|| std::env::var("POLLEN_COOKIE_FILE").ok())
+        .filter(|path| !path.is_empty())
+    else {
+        return Ok(None);
+    };
+    let metadata = std::fs::metadata(&path)
+        .map_err(|error| Exit::Usage(format!("--cookie-file {path}: {error}")))?;
+    if metadata.len() > net::auth::COOKIE_BYTES_MAX as u64 {
+        return Err(Exit::Usage(format!(
+            "--cookie-file {path}: longer than {} bytes",
+            net::auth::COOKIE_BYTES_MAX
+        )));
+    }
+    let bytes = std::fs::read(&path)
+        .map_err(|error| Exit::Usage(format!("--cookie-file {path}: {error}")))?;
+    let cookie = bytes.trim_ascii();
+    if cookie.is_empty() {
+        return Err(Exit::Usage(format!("--cookie-file {path}: empty")));
+    }
+    Ok(Some(cookie.to_vec()))
+}
+
 fn common_options(options: &mut Options) {
     options.optflag("", "help", "print this help");
     options.optflag("v", "verbose", "debug logging on stderr");
@@ -137,6 +173,7 @@ fn seconds(matches: &Matches, name: &str) -> Result<Micros, Exit> {
 fn run_gossip(args: &[String]) -> Result<(), Exit> {
     let mut options = Options::new();
     common_options(&mut options);
+    cookie_option(&mut options);
     options.optopt("h", "host", "this node's host (default 127.0.0.1)", "HOST");
     options.optopt("p", "port", "this node's port (default 3000)", "PORT");
     options.optopt(
@@ -220,7 +257,9 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
     }
     let address = addresses[node];
     let role = Gossip::new(config, node);
-    let driver = Driver::new(net::Config::peers_only(node, addresses, cluster), role)
+    let mut net_config = net::Config::peers_only(node, addresses, cluster);
+    net_config.cookie = cookie(&matches)?;
+    let driver = Driver::new(net_config, role)
         .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
     info!("node {node}: listening on {address}");
     let (role, stats) = driver
@@ -511,6 +550,7 @@ SEND_US and GRACE_US are the send and grace phases in microseconds.";
 fn run_ring(args: &[String]) -> Result<(), Exit> {
     let mut options = Options::new();
     common_options(&mut options);
+    cookie_option(&mut options);
     options.optopt(
         "",
         "peer-config-file",
@@ -608,11 +648,10 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
     let cluster = matches
         .opt_str("cluster")
         .unwrap_or("pollen-ring".to_string());
-    let driver = Driver::new(
-        net::Config::peers_only(node, addresses, cluster),
-        Ring::new(config, node),
-    )
-    .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
+    let mut net_config = net::Config::peers_only(node, addresses, cluster);
+    net_config.cookie = cookie(&matches)?;
+    let driver = Driver::new(net_config, Ring::new(config, node))
+        .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
     let (role, _stats) = driver
         .run()
         .map_err(|error| Exit::Failure(error.to_string()))?;
@@ -652,6 +691,7 @@ The peers file lists the workers (default peers.json). The master reads commands
 fn run_kv(args: &[String]) -> Result<(), Exit> {
     let mut options = Options::new();
     common_options(&mut options);
+    cookie_option(&mut options);
     options.optopt("h", "host", "this node's host (default 127.0.0.1)", "HOST");
     options.optopt(
         "",
@@ -732,6 +772,7 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         clients,
         repl,
         output: None,
+        cookie: cookie(&matches)?,
     };
     let driver = Driver::new(config, role)
         .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
@@ -835,6 +876,7 @@ fn run_lamport(args: &[String]) -> Result<(), Exit> {
     }
     let mut options = Options::new();
     common_options(&mut options);
+    cookie_option(&mut options);
     options.optopt(
         "h",
         "host",
@@ -919,6 +961,7 @@ fn run_lamport(args: &[String]) -> Result<(), Exit> {
     let address = addresses[node];
     let mut net_config = net::Config::peers_only(node, addresses, cluster);
     net_config.output = Some(output);
+    net_config.cookie = cookie(&matches)?;
     let role = crate::roles::lamport::Lamport::new(config, node);
     let driver = Driver::new(net_config, role)
         .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;

@@ -17,6 +17,7 @@
 //! logged. No buffer is sized by a peer; all are allocated when a connection is set up and
 //! recycled when it closes.
 
+pub mod auth;
 mod buffer;
 pub mod wheel;
 
@@ -30,6 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::wire::auth::{AuthChallenge, AuthProof};
 use crate::wire::client::{self, Command, LINE_BYTES_MAX, Reply};
 use crate::wire::{self, FRAME_BYTES_MAX, Hello, Message, PROTOCOL_VERSION};
 use crate::{debug, info};
@@ -76,6 +78,9 @@ pub struct Config {
     pub repl: bool,
     /// Where `Io::output` lines go, if not stdout (e.g. an event log file).
     pub output: Option<OutputSink>,
+    /// The cluster's shared secret: when set, every peer connection must prove it knows it
+    /// (`auth`) before any other frame.
+    pub cookie: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -87,6 +92,7 @@ impl Config {
             clients: None,
             repl: false,
             output: None,
+            cookie: None,
         }
     }
 }
@@ -124,6 +130,12 @@ struct Connection {
     input_paused: bool,
     /// Close once the output is written (QUIT, or an error reply).
     close_after_flush: bool,
+    /// With a cookie: the nonce we challenged with, the peer's, whether it saw the peer's
+    /// hello, and whether our proof is sent.
+    nonce: [u8; wire::auth::NONCE_LEN],
+    peer_nonce: Option<[u8; wire::auth::NONCE_LEN]>,
+    hello_seen: bool,
+    proof_sent: bool,
 }
 
 struct Peer {
@@ -153,6 +165,7 @@ struct Repl {
 struct NetIo {
     node: NodeId,
     cluster: Vec<u8>,
+    cookie: Option<Vec<u8>>,
     start: Instant,
     epoch_us: Micros,
     now_us: Micros,
@@ -192,7 +205,14 @@ impl<R: Role> Driver<R> {
         let nodes = config.addresses.len();
         assert!(config.node < nodes && nodes <= wire::NODES_MAX);
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.addresses[config.node])?;
+        let own = config.addresses[config.node];
+        if config.cookie.is_none() && !own.ip().is_loopback() {
+            info!(
+                "warning: listening on {own} without --cookie-file: anyone who can reach it can \
+                 join the cluster and send it frames"
+            );
+        }
+        let mut listener = TcpListener::bind(own)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let client_listener = match config.clients {
@@ -228,6 +248,7 @@ impl<R: Role> Driver<R> {
         let io = NetIo {
             node: config.node,
             cluster: config.cluster.into_bytes(),
+            cookie: config.cookie,
             start: Instant::now(),
             epoch_us: epoch_us as Micros,
             now_us: epoch_us as Micros,
@@ -416,6 +437,10 @@ impl<R: Role> Driver<R> {
             client,
             input_paused: false,
             close_after_flush: false,
+            nonce: [0; wire::auth::NONCE_LEN],
+            peer_nonce: None,
+            hello_seen: false,
+            proof_sent: false,
         });
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) =
@@ -758,29 +783,95 @@ impl<R: Role> Driver<R> {
                 self.deliver_local();
                 Ok(())
             }
-            (State::Handshaking, Message::Hello(hello)) => self.handshake(key, &hello),
+            (State::Handshaking, Message::Hello(hello)) => {
+                if connection.hello_seen {
+                    return Err("second hello".to_string());
+                }
+                let peer = self.identify(key, &hello)?;
+                if self.io.cookie.is_none() {
+                    return self.complete_handshake(key, peer);
+                }
+                self.io.connections[key].hello_seen = true;
+                self.send_proof_when_ready(key);
+                Ok(())
+            }
+            (State::Handshaking, Message::AuthChallenge(challenge)) => {
+                if self.io.cookie.is_none() {
+                    return Err("the peer requires a cookie and this node has none".to_string());
+                }
+                if connection.peer_nonce.is_some() {
+                    return Err("second challenge".to_string());
+                }
+                self.io.connections[key].peer_nonce = Some(challenge.nonce);
+                self.send_proof_when_ready(key);
+                Ok(())
+            }
+            (State::Handshaking, Message::AuthProof(proof)) => {
+                let (Some(cookie), Some(peer), Some(peer_nonce), true) = (
+                    self.io.cookie.as_deref(),
+                    connection.peer,
+                    connection.peer_nonce,
+                    connection.hello_seen,
+                ) else {
+                    return Err("proof before hello and challenge".to_string());
+                };
+                let me = self.io.node;
+                if !auth::verify(cookie, peer, me, &connection.nonce, &peer_nonce, &proof.mac) {
+                    return Err("authentication failed: wrong cookie".to_string());
+                }
+                self.complete_handshake(key, peer)
+            }
+            (State::Handshaking, message) if self.io.cookie.is_some() => Err(format!(
+                "{:?} frame before authentication (does the peer have the cookie?)",
+                message.kind()
+            )),
             (_, message) => Err(format!("{:?} frame before the handshake", message.kind())),
         }
     }
 
-    fn handshake(&mut self, key: usize, hello: &Hello<'_>) -> Result<(), String> {
+    /// With a cookie: once the peer's hello and challenge are in, answer the challenge.
+    fn send_proof_when_ready(&mut self, key: usize) {
+        let io = &mut self.io;
+        let connection = &io.connections[key];
+        let (Some(cookie), Some(peer), Some(peer_nonce), true, false) = (
+            io.cookie.as_deref(),
+            connection.peer,
+            connection.peer_nonce,
+            connection.hello_seen,
+            connection.proof_sent,
+        ) else {
+            return;
+        };
+        let mac = auth::prove(cookie, io.node, peer, &peer_nonce, &connection.nonce);
+        io.connections[key].proof_sent = true;
+        io.queue_frame(key, &Message::AuthProof(AuthProof { mac }));
+    }
+
+    /// Checks a hello and learns who is on the other end (nothing changes for the peer yet:
+    /// with a cookie, the connection must still prove itself).
+    fn identify(&mut self, key: usize, hello: &Hello<'_>) -> Result<NodeId, String> {
         let io = &mut self.io;
         let peer = wire::check_hello(hello, &io.cluster, io.peers.len(), io.node)?;
         match io.connections[key].peer {
             Some(expected) if expected != peer => {
-                return Err(format!("dialled node {expected} but node {peer} answered"));
+                Err(format!("dialled node {expected} but node {peer} answered"))
             }
-            Some(_) => {}
+            Some(_) => Ok(peer),
+            None if io.peers[peer].dial => Err(format!("node {peer} dialled us, but we dial it")),
             None => {
-                if io.peers[peer].dial {
-                    return Err(format!("node {peer} dialled us, but we dial it"));
-                }
-                if let Some(old) = io.peers[peer].connection {
-                    // A restarted peer, or a half-open connection the kernel has not noticed.
-                    self.close(old, "replaced by a new connection from the same node");
-                }
-                self.io.connections[key].peer = Some(peer);
+                io.connections[key].peer = Some(peer);
+                Ok(peer)
             }
+        }
+    }
+
+    /// The connection is the peer's now: it replaces any older one, and the role hears of it.
+    fn complete_handshake(&mut self, key: usize, peer: NodeId) -> Result<(), String> {
+        if let Some(old) = self.io.peers[peer].connection
+            && old != key
+        {
+            // A restarted peer, or a half-open connection the kernel has not noticed.
+            self.close(old, "replaced by a new connection from the same node");
         }
         let io = &mut self.io;
         io.connections[key].state = State::Up;
@@ -815,6 +906,12 @@ impl<R: Role> Driver<R> {
             return;
         };
         if io.peers[peer].connection != Some(key) {
+            // Accepted, claimed to be `peer`, and failed before the handshake completed.
+            let address = connection.stream.peer_addr().map(|a| a.to_string());
+            info!(
+                "node {}: closing a connection claiming to be node {peer} ({address:?}): {reason}",
+                io.node
+            );
             return;
         }
         io.peers[peer].connection = None;
@@ -826,6 +923,11 @@ impl<R: Role> Driver<R> {
             info!("node {}: peer {peer} down: {reason}", io.node);
             self.role.on_peer_down(&mut self.io, peer);
             self.deliver_local();
+        } else if connection.state == State::Handshaking {
+            info!(
+                "node {}: handshake with peer {peer} failed: {reason}",
+                io.node
+            );
         } else {
             debug!(
                 "node {}: connection to peer {peer} failed: {reason}",
@@ -995,6 +1097,32 @@ impl NetIo {
             .reserve(length)
             .expect("a new connection has room");
         hello.encode(tail);
+        connection.output.commit(length);
+        if self.cookie.is_some() {
+            match auth::nonce() {
+                Ok(nonce) => {
+                    connection.nonce = nonce;
+                    self.queue_frame(key, &Message::AuthChallenge(AuthChallenge { nonce }));
+                }
+                Err(error) => {
+                    // Without a nonce we cannot authenticate; the handshake stalls and the sweep
+                    // closes the connection.
+                    info!("node {}: no random nonce from the OS: {error}", self.node);
+                }
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Queues a handshake frame (small; a new connection's buffer has room).
+    fn queue_frame(&mut self, key: usize, message: &Message<'_>) {
+        let connection = &mut self.connections[key];
+        let length = message.encoded_len();
+        let tail = connection
+            .output
+            .reserve(length)
+            .expect("a new connection has room");
+        message.encode(tail);
         connection.output.commit(length);
         self.mark_dirty(key);
     }

@@ -887,6 +887,8 @@ pub fn uniform(rng: &mut Xoshiro256PlusPlus, low: u64, high: u64) -> u64 {
 pub fn summary(message: &Message<'_>) -> String {
     match message {
         Message::Hello(hello) => format!("Hello node {}", hello.node),
+        Message::AuthChallenge(_) => "AuthChallenge".to_string(),
+        Message::AuthProof(_) => "AuthProof".to_string(),
         Message::GossipBatch(batch) => format!(
             "GossipBatch origin {} seq {}..{} ts {}",
             batch.origin,

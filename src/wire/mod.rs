@@ -12,6 +12,7 @@
 //! Decoded messages borrow from the read buffer; `encode` writes into storage the caller
 //! provides (the driver hands it the free tail of a connection's out buffer).
 
+pub mod auth;
 pub mod client;
 mod items;
 pub mod kv;
@@ -67,6 +68,8 @@ pub enum Kind {
     KvResults = 14,
     KvMembership = 15,
     LamportMessage = 16,
+    AuthChallenge = 17,
+    AuthProof = 18,
 }
 
 impl Kind {
@@ -88,6 +91,8 @@ impl Kind {
             14 => Some(Kind::KvResults),
             15 => Some(Kind::KvMembership),
             16 => Some(Kind::LamportMessage),
+            17 => Some(Kind::AuthChallenge),
+            18 => Some(Kind::AuthProof),
             _ => None,
         }
     }
@@ -241,6 +246,8 @@ pub enum Message<'a> {
     RingSync(RingSync<'a>),
     RingResult(RingResult),
     RingSyncRequest(RingSyncRequest),
+    AuthChallenge(auth::AuthChallenge),
+    AuthProof(auth::AuthProof),
     KvOps(kv::KvOps<'a>),
     KvResults(kv::KvResults<'a>),
     KvMembership(kv::KvMembership<'a>),
@@ -262,6 +269,8 @@ impl<'a> Message<'a> {
             Message::RingSync(_) => Kind::RingSync,
             Message::RingResult(_) => Kind::RingResult,
             Message::RingSyncRequest(_) => Kind::RingSyncRequest,
+            Message::AuthChallenge(_) => Kind::AuthChallenge,
+            Message::AuthProof(_) => Kind::AuthProof,
             Message::KvOps(_) => Kind::KvOps,
             Message::KvResults(_) => Kind::KvResults,
             Message::KvMembership(_) => Kind::KvMembership,
@@ -348,6 +357,12 @@ impl<'a> Message<'a> {
             Kind::RingSyncRequest => RingSyncRequest::decode(payload)
                 .map(Message::RingSyncRequest)
                 .map_err(malformed),
+            Kind::AuthChallenge => auth::AuthChallenge::decode(payload)
+                .map(Message::AuthChallenge)
+                .map_err(malformed),
+            Kind::AuthProof => auth::AuthProof::decode(payload)
+                .map(Message::AuthProof)
+                .map_err(malformed),
             Kind::KvOps => kv::KvOps::decode(payload)
                 .map(Message::KvOps)
                 .map_err(malformed),
@@ -379,6 +394,8 @@ impl<'a> Message<'a> {
                 Message::RingSync(sync) => sync.encoded_len(),
                 Message::RingResult(_) => RingResult::LEN,
                 Message::RingSyncRequest(_) => RingSyncRequest::LEN,
+                Message::AuthChallenge(_) => auth::AuthChallenge::LEN,
+                Message::AuthProof(_) => auth::AuthProof::LEN,
                 Message::KvOps(ops) => ops.encoded_len(),
                 Message::KvResults(results) => results.encoded_len(),
                 Message::KvMembership(membership) => membership.encoded_len(),
@@ -422,6 +439,8 @@ impl<'a> Message<'a> {
             Message::RingSync(sync) => sync.encode(payload),
             Message::RingResult(result) => result.encode(payload),
             Message::RingSyncRequest(request) => request.encode(payload),
+            Message::AuthChallenge(challenge) => challenge.encode(payload),
+            Message::AuthProof(proof) => proof.encode(payload),
             Message::KvOps(ops) => ops.encode(payload),
             Message::KvResults(results) => results.encode(payload),
             Message::KvMembership(membership) => membership.encode(payload),

@@ -115,6 +115,8 @@ fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>
             sum: 1 << 100,
         }),
         Message::RingSyncRequest(RingSyncRequest { epoch: 9 }),
+        Message::AuthChallenge(super::auth::AuthChallenge { nonce: [3; 16] }),
+        Message::AuthProof(super::auth::AuthProof { mac: [0xa5; 32] }),
         Message::LamportMessage(LamportMessage {
             clock: 42,
             vector: Items::Host(&[1, 0, 7]),
@@ -225,7 +227,7 @@ fn length_field_out_of_range_is_an_error() {
 
 #[test]
 fn unknown_kind_is_an_error() {
-    for kind in [0u8, 17, 99, 255] {
+    for kind in [0u8, 19, 99, 255] {
         let mut frame = vec![0u8; HEADER_LEN + 3];
         let length = frame.len() as u32;
         frame[..4].copy_from_slice(&length.to_be_bytes());

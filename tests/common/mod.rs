@@ -94,6 +94,24 @@ impl Cluster {
     }
 
     /// Starts every node: `pollen ROLE -h 127.0.0.1 -p PORT --peer-config-file F ARGS`.
+    /// Starts node `index` alone, with its own arguments.
+    pub fn start_one(&mut self, role: &str, index: usize, args: &[&str]) {
+        assert!(self.children[index].is_none(), "started twice");
+        let port = self.ports[index];
+        let spawned = Command::new(POLLEN)
+            .arg(role)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .arg("--peer-config-file")
+            .arg(&self.peers_file)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pollen");
+        self.children[index] = Some(spawned);
+    }
+
     pub fn start(&mut self, role: &str, args: &[&str]) -> Instant {
         let started = Instant::now();
         for (port, child) in self.ports.iter().zip(&mut self.children) {

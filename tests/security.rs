@@ -1,0 +1,130 @@
+//! The cookie handshake with real processes: a cluster sharing a cookie agrees while an
+//! impostor (a correct hello, then a wrong proof) and a cookie-less talker (a hello, then data
+//! frames) keep connecting; their connections are closed with a logged reason and never
+//! displace the real peers. A node with the wrong cookie is kept out; the others still agree.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, parse_result, serial};
+use pollen::wire::auth::{AuthChallenge, AuthProof};
+use pollen::wire::{GossipBatch, Hello, Items, Message, PROTOCOL_VERSION};
+
+const RUN: [&str; 4] = ["--send-for", "2", "--wait-for", "3"];
+
+fn frame(message: &Message<'_>) -> Vec<u8> {
+    let mut bytes = vec![0u8; message.encoded_len()];
+    let length = message.encode(&mut bytes);
+    bytes.truncate(length);
+    bytes
+}
+
+/// Connects to `port` as node `claim` of a `nodes`-node gossip cluster and sends `frames`
+/// after the hello; returns whether the node closed the connection within a second.
+fn talk(port: u16, nodes: u16, claim: u16, frames: &[Vec<u8>]) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let hello = frame(&Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        nodes,
+        node: claim,
+        cluster: b"pollen-gossip",
+    }));
+    let _ = stream.write_all(&hello);
+    for bytes in frames {
+        let _ = stream.write_all(bytes);
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn write_cookie(cluster: &Cluster, name: &str, secret: &str) -> String {
+    let path = cluster.dir.join(name);
+    std::fs::write(&path, secret).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn impostors_are_refused_and_the_cluster_agrees() {
+    let _serial = serial();
+    let mut cluster = Cluster::new("auth-impostors", 3, false);
+    let cookie = write_cookie(&cluster, "cookie", "s3cret-shared\n");
+    let mut args = vec!["--cookie-file", &cookie];
+    args.extend(RUN);
+    let started = cluster.start("gossip", &args);
+    let target = cluster.ports[0];
+    let wrong_proof = frame(&Message::AuthProof(AuthProof { mac: [7; 32] }));
+    let challenge = frame(&Message::AuthChallenge(AuthChallenge { nonce: [1; 16] }));
+    let values = [1u32, 2, 3];
+    let batch = frame(&Message::GossipBatch(GossipBatch {
+        origin: 2,
+        first_seq: 0,
+        timestamp_us: 1,
+        values: Items::Host(&values),
+    }));
+    let mut closed = 0;
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        // Claims to be node 2 (which dials node 0): challenge, then a proof it cannot make.
+        closed += talk(target, 3, 2, &[challenge.clone(), wrong_proof.clone()]) as u32;
+        // No cookie at all: straight to data.
+        closed += talk(target, 3, 2, std::slice::from_ref(&batch)) as u32;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outcomes = cluster.finish(started, Duration::from_secs(30));
+    let results: Vec<_> = outcomes.iter().map(|o| parse_result(&o.stdout)).collect();
+    assert!(
+        results.iter().all(|r| r.is_some() && *r == results[0]),
+        "{:?}",
+        outcomes.iter().map(|o| &o.stderr).collect::<Vec<_>>()
+    );
+    assert!(results[0].as_ref().unwrap().0 > 1000);
+    assert_eq!(closed, 10, "every impostor connection is closed");
+    let log = &outcomes[0].stderr;
+    assert!(log.contains("wrong cookie"), "{log}");
+    assert!(log.contains("before authentication"), "{log}");
+    assert!(
+        !log.contains("peer 2 down"),
+        "an impostor displaced node 2: {log}"
+    );
+}
+
+#[test]
+fn a_node_with_the_wrong_cookie_is_kept_out() {
+    let _serial = serial();
+    let mut cluster = Cluster::new("auth-wrong-cookie", 3, false);
+    let good = write_cookie(&cluster, "good", "right");
+    let bad = write_cookie(&cluster, "bad", "wrong");
+    let started = Instant::now();
+    for node in 0..3 {
+        let cookie = if node == 2 { &bad } else { &good };
+        let mut args = vec!["--cookie-file", cookie.as_str()];
+        args.extend(RUN);
+        cluster.start_one("gossip", node, &args);
+    }
+    let outcomes = cluster.finish(started, Duration::from_secs(30));
+    let results: Vec<_> = outcomes.iter().map(|o| parse_result(&o.stdout)).collect();
+    assert!(
+        results[0].is_some() && results[0] == results[1],
+        "{results:?}"
+    );
+    assert_ne!(results[0], results[2], "node 2 got in");
+    let logs = format!("{}{}", outcomes[0].stderr, outcomes[2].stderr);
+    assert!(logs.contains("wrong cookie"), "{logs}");
+    assert!(
+        !outcomes[0].stderr.contains("peer 2 up"),
+        "{}",
+        outcomes[0].stderr
+    );
+}
