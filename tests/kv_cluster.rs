@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, free_ports, scratch_dir, serial};
+use common::{POLLEN, Resp, free_ports, scratch_dir, serial};
 
 struct Store {
     workers: Vec<Child>,
@@ -67,23 +66,7 @@ impl Store {
     }
 
     fn connect(&self) -> Resp {
-        let started = Instant::now();
-        loop {
-            if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.resp_port)) {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                return Resp {
-                    reader: BufReader::new(stream.try_clone().unwrap()),
-                    stream,
-                };
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "master never listened"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Resp::connect(self.resp_port)
     }
 }
 
@@ -94,59 +77,6 @@ impl Drop for Store {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A minimal RESP client: enough to pipeline commands and read replies as text.
-struct Resp {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Resp {
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.stream.write_all(&out).unwrap();
-    }
-
-    /// One reply, rendered as a string: `+OK` → "OK", `$3 foo` → "foo", nil → "(nil)",
-    /// `:5` → "5", errors → "ERR ...", arrays → items joined by '|'.
-    fn read(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        let (kind, rest) = line.split_at(1);
-        match kind {
-            "+" | "-" | ":" => rest.to_string(),
-            "$" => {
-                let length: i64 = rest.parse().unwrap();
-                if length < 0 {
-                    return "(nil)".into();
-                }
-                let mut bytes = vec![0; length as usize + 2];
-                self.reader.read_exact(&mut bytes).unwrap();
-                String::from_utf8_lossy(&bytes[..length as usize]).into_owned()
-            }
-            "*" => {
-                let count: usize = rest.parse().unwrap();
-                (0..count)
-                    .map(|_| self.read())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            }
-            other => panic!("unexpected reply {other}{rest}"),
-        }
-    }
-
-    fn call(&mut self, args: &[&str]) -> String {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.send(&args);
-        self.read()
     }
 }
 

@@ -6,8 +6,8 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -197,4 +197,78 @@ pub fn parse_result(line: &str) -> Option<(u64, String)> {
     let inner = line.trim().strip_prefix('(')?.strip_suffix(')')?;
     let (count, checksum) = inner.split_once(", ")?;
     Some((count.parse().ok()?, checksum.to_string()))
+}
+
+/// A minimal RESP client: enough to pipeline commands and read replies as text.
+pub struct Resp {
+    pub stream: TcpStream,
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Resp {
+    /// Connects to a RESP server on loopback, retrying for up to 10 s.
+    pub fn connect(port: u16) -> Resp {
+        let started = Instant::now();
+        loop {
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                return Resp {
+                    reader: BufReader::new(stream.try_clone().unwrap()),
+                    stream,
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nothing listens on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// One reply, rendered as a string: `+OK` → "OK", `$3 foo` → "foo", nil → "(nil)",
+    /// `:5` → "5", errors → "ERR ...", arrays → items joined by '|'.
+    pub fn read(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" | "-" | ":" => rest.to_string(),
+            "$" => {
+                let length: i64 = rest.parse().unwrap();
+                if length < 0 {
+                    return "(nil)".into();
+                }
+                let mut bytes = vec![0; length as usize + 2];
+                self.reader.read_exact(&mut bytes).unwrap();
+                String::from_utf8_lossy(&bytes[..length as usize]).into_owned()
+            }
+            "*" => {
+                let count: usize = rest.parse().unwrap();
+                (0..count)
+                    .map(|_| self.read())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            }
+            other => panic!("unexpected reply {other}{rest}"),
+        }
+    }
+
+    pub fn call(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send(&args);
+        self.read()
+    }
 }
