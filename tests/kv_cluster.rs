@@ -245,6 +245,8 @@ fn hostile_resp_input_gets_an_error_and_no_memory() {
     let store = Store::start("kv-hostile", 2, false);
     let mut client = store.connect();
     assert_eq!(client.call(&["PING"]), "PONG");
+    let master = store.master.as_ref().expect("the master").id();
+    let before = memory_kib(master);
     for attack in [
         &b"*1000000000\r\n"[..],
         b"*1\r\n$1073741824\r\n",
@@ -266,4 +268,25 @@ fn hostile_resp_input_gets_an_error_and_no_memory() {
     );
     assert_eq!(client.call(&["SET", "k", "v"]), "OK");
     assert_eq!(client.call(&["GET", "k"]), "v");
+    // Nothing was sized by the attackers' numbers: neither the peak of mapped memory (which a
+    // lazily touched 1 GB buffer would raise) nor the peak resident set moved by more than
+    // a few buffers.
+    let after = memory_kib(master);
+    assert!(
+        after.0 < before.0 + 16 * 1024 && after.1 < before.1 + 16 * 1024,
+        "VmPeak, VmHWM before {before:?} KiB, after {after:?} KiB"
+    );
+}
+
+/// (VmPeak, VmHWM) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (field("VmPeak:"), field("VmHWM:"))
 }
