@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, parse_result, serial};
+use std::process::{Command, Stdio};
+
+use common::{Cluster, POLLEN, Resp, free_ports, parse_result, scratch_dir, serial};
 use pollen::wire::auth::{AuthChallenge, AuthProof};
 use pollen::wire::{GossipBatch, Hello, Items, Message, PROTOCOL_VERSION};
 
@@ -127,4 +129,77 @@ fn a_node_with_the_wrong_cookie_is_kept_out() {
         "{}",
         outcomes[0].stderr
     );
+}
+
+/// A kv worker (idle, so it accepts as fast as the storm comes) takes 2000 connect-and-hang-up
+/// attempts on its peer port; it accepts at most `ACCEPTS_PER_SECOND_MAX` a second, says so in
+/// its log, and the store still answers.
+#[test]
+fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
+    let _serial = serial();
+    let dir = scratch_dir("auth-storm");
+    let ports = free_ports(4);
+    let peers = dir.join("workers.txt");
+    std::fs::write(
+        &peers,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    // Logs go to files: a pipe nobody reads would fill and stall the node.
+    let spawn = |args: &[&str], log: &str| {
+        Command::new(POLLEN)
+            .arg("kv")
+            .args(args)
+            .arg("--peer-config-file")
+            .arg(&peers)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log)).unwrap())
+            .spawn()
+            .expect("spawn pollen kv")
+    };
+    let mut processes = [
+        spawn(&["slave", &ports[0].to_string()], "worker-0.err"),
+        spawn(&["slave", &ports[1].to_string()], "worker-1.err"),
+        spawn(
+            &[
+                "master",
+                &ports[2].to_string(),
+                "--resp-port",
+                &ports[3].to_string(),
+                "--no-repl",
+            ],
+            "master.err",
+        ),
+    ];
+    let mut client = Resp::connect(ports[3]);
+    let started = Instant::now();
+    while client.call(&["SET", "before", "1"]) != "OK" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the store never came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut connected = 0;
+    for _ in 0..2000 {
+        // Connect and hang up at once, as a reconnect loop gone wrong would.
+        connected += TcpStream::connect(("127.0.0.1", ports[0])).is_ok() as u32;
+    }
+    // The refusals are summarised when the next one-second window opens.
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = TcpStream::connect(("127.0.0.1", ports[0]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(client.call(&["SET", "after", "2"]), "OK");
+    assert_eq!(client.call(&["GET", "before"]), "1");
+    assert_eq!(client.call(&["GET", "after"]), "2");
+    let _ = client.call(&["QUIT"]);
+    for child in &mut processes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(dir.join("worker-0.err")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(connected > 1000, "the storm did not happen: {connected}");
+    assert!(log.contains("new connections per second"), "{log}");
 }

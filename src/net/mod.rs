@@ -50,6 +50,10 @@ const REPL_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// Inbound connections not yet identified may take this many slots beyond one per peer.
 const UNIDENTIFIED_CONNECTIONS_MAX: usize = 64;
+/// New connections accepted on the peer port per second; more are closed at once (a reconnect
+/// or connection storm costs an accept and a close each, not a handshake), summarised in one
+/// log line per second.
+const ACCEPTS_PER_SECOND_MAX: u32 = 256;
 const INPUT_BYTES: usize = 2 * FRAME_BYTES_MAX;
 const OUTPUT_HIGH_WATER: usize = FRAME_BYTES_MAX;
 const OUTPUT_LOW_WATER: usize = OUTPUT_HIGH_WATER / 4;
@@ -166,6 +170,10 @@ struct NetIo {
     node: NodeId,
     cluster: Vec<u8>,
     cookie: Option<Vec<u8>>,
+    /// The accept rate limit: the current one-second window, and what it let in and turned away.
+    accept_window_us: Micros,
+    accepted_in_window: u32,
+    refused_in_window: u32,
     start: Instant,
     epoch_us: Micros,
     now_us: Micros,
@@ -249,6 +257,9 @@ impl<R: Role> Driver<R> {
             node: config.node,
             cluster: config.cluster.into_bytes(),
             cookie: config.cookie,
+            accept_window_us: 0,
+            accepted_in_window: 0,
+            refused_in_window: 0,
             start: Instant::now(),
             epoch_us: epoch_us as Micros,
             now_us: epoch_us as Micros,
@@ -381,7 +392,26 @@ impl<R: Role> Driver<R> {
         loop {
             match self.io.listener.accept() {
                 Ok((stream, address)) => {
-                    if self.io.connections.len() == self.io.connections.capacity() {
+                    let io = &mut self.io;
+                    if io.now_us.saturating_sub(io.accept_window_us) >= 1_000_000 {
+                        if io.refused_in_window > 0 {
+                            info!(
+                                "node {}: refused {} connections in the last second (at most \
+                                 {ACCEPTS_PER_SECOND_MAX} new connections per second)",
+                                io.node, io.refused_in_window
+                            );
+                        }
+                        io.accept_window_us = io.now_us;
+                        io.accepted_in_window = 0;
+                        io.refused_in_window = 0;
+                    }
+                    if io.accepted_in_window >= ACCEPTS_PER_SECOND_MAX {
+                        io.refused_in_window += 1;
+                        drop(stream);
+                        continue;
+                    }
+                    io.accepted_in_window += 1;
+                    if io.connections.len() == io.connections.capacity() {
                         info!("refusing connection from {address}: connection table full");
                         continue;
                     }
@@ -899,10 +929,18 @@ impl<R: Role> Driver<R> {
         }
         let Some(peer) = connection.peer else {
             let address = connection.stream.peer_addr().map(|a| a.to_string());
-            info!(
-                "node {}: closing unidentified connection ({address:?}): {reason}",
-                io.node
-            );
+            if reason == "closed by peer" {
+                // Port scans and connection storms: not worth a line each.
+                debug!(
+                    "node {}: unidentified connection ({address:?}) closed",
+                    io.node
+                );
+            } else {
+                info!(
+                    "node {}: closing unidentified connection ({address:?}): {reason}",
+                    io.node
+                );
+            }
             return;
         };
         if io.peers[peer].connection != Some(key) {
