@@ -397,7 +397,8 @@ impl<R: Role> Driver<R> {
                         if io.refused_in_window > 0 {
                             info!(
                                 "node {}: refused {} connections in the last second (at most \
-                                 {ACCEPTS_PER_SECOND_MAX} new connections per second)",
+                                 {ACCEPTS_PER_SECOND_MAX} new connections per second, \
+                                 {UNIDENTIFIED_CONNECTIONS_MAX} awaiting their handshake)",
                                 io.node, io.refused_in_window
                             );
                         }
@@ -405,7 +406,20 @@ impl<R: Role> Driver<R> {
                         io.accepted_in_window = 0;
                         io.refused_in_window = 0;
                     }
-                    if io.accepted_in_window >= ACCEPTS_PER_SECOND_MAX {
+                    // Each accepted connection holds a pair of buffers until it is identified or
+                    // times out, so their number is capped, not just their rate.
+                    let awaiting = io
+                        .connections
+                        .iter()
+                        .filter(|(_, c)| {
+                            !c.client
+                                && c.state == State::Handshaking
+                                && c.peer.is_none_or(|peer| !io.peers[peer].dial)
+                        })
+                        .count();
+                    if io.accepted_in_window >= ACCEPTS_PER_SECOND_MAX
+                        || awaiting >= UNIDENTIFIED_CONNECTIONS_MAX
+                    {
                         io.refused_in_window += 1;
                         drop(stream);
                         continue;
