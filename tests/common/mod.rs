@@ -93,8 +93,7 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports[index]).parse().unwrap()
     }
 
-    /// Starts every node: `pollen ROLE -h 127.0.0.1 -p PORT --peer-config-file F ARGS`.
-    /// Starts node `index` alone, with its own arguments.
+    /// Starts node `index` alone: `pollen ROLE -h 127.0.0.1 -p PORT --peer-config-file F ARGS`.
     pub fn start_one(&mut self, role: &str, index: usize, args: &[&str]) {
         assert!(self.children[index].is_none(), "started twice");
         let port = self.ports[index];
@@ -112,22 +111,11 @@ impl Cluster {
         self.children[index] = Some(spawned);
     }
 
+    /// Starts every node with the same arguments.
     pub fn start(&mut self, role: &str, args: &[&str]) -> Instant {
         let started = Instant::now();
-        for (port, child) in self.ports.iter().zip(&mut self.children) {
-            assert!(child.is_none(), "started twice");
-            let spawned = Command::new(POLLEN)
-                .arg(role)
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-                .arg("--peer-config-file")
-                .arg(&self.peers_file)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn pollen");
-            *child = Some(spawned);
+        for index in 0..self.ports.len() {
+            self.start_one(role, index, args);
         }
         started
     }
