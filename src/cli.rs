@@ -8,7 +8,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 
 use crate::net::{self, Driver};
-use crate::node::Micros;
+use crate::node::{Micros, NodeId};
 use crate::roles::gossip::{self, Gossip};
 use crate::roles::ring::{self, Ring};
 use crate::{chaos, info, log, peers};
@@ -620,17 +620,7 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
         )));
     }
     let workers = addresses.len();
-    let own = peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
-    let node = if is_master {
-        if addresses.contains(&own) {
-            return Err(Exit::Usage(format!(
-                "ring: the master's {own} is listed as a worker"
-            )));
-        }
-        workers
-    } else {
-        peers::find_self(&addresses, host, port).map_err(Exit::Usage)?
-    };
+    let (node, own) = master_or_worker("ring", &addresses, host, port, is_master)?;
     // Workers never dial the master (it has the highest id), so they need not know its address.
     addresses.push(if is_master {
         own
@@ -688,6 +678,28 @@ The peers file lists the workers (default peers.json). The master reads commands
 (GET, SET, DEL, KILL, NODES, QUIT, ...) and serves the Redis protocol on --resp-port
 (default 7379).";
 
+/// A master/worker role's node id and address: the master is node `workers` (after every
+/// worker in the peers file, and must not be one of them); a worker finds itself in the file.
+fn master_or_worker(
+    role: &str,
+    addresses: &[SocketAddr],
+    host: &str,
+    port: u16,
+    is_master: bool,
+) -> Result<(NodeId, SocketAddr), Exit> {
+    let own = peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
+    if !is_master {
+        let node = peers::find_self(addresses, host, port).map_err(Exit::Usage)?;
+        return Ok((node, own));
+    }
+    if addresses.contains(&own) {
+        return Err(Exit::Usage(format!(
+            "{role}: the master's {own} is listed as a worker"
+        )));
+    }
+    Ok((addresses.len(), own))
+}
+
 fn run_kv(args: &[String]) -> Result<(), Exit> {
     let mut options = Options::new();
     common_options(&mut options);
@@ -739,17 +751,7 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         return Err(Exit::Usage("kv: at most 63 workers".to_string()));
     }
     let workers = addresses.len();
-    let own = peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
-    let node = if is_master {
-        if addresses.contains(&own) {
-            return Err(Exit::Usage(format!(
-                "kv: the master's {own} is listed as a worker"
-            )));
-        }
-        workers
-    } else {
-        peers::find_self(&addresses, &host, port).map_err(Exit::Usage)?
-    };
+    let (node, own) = master_or_worker("kv", &addresses, &host, port, is_master)?;
     addresses.push(if is_master {
         own
     } else {

@@ -876,6 +876,22 @@ impl<O: Observer> World<O> {
 }
 
 /// Uniform in `low..=high` from the simulator's generator.
+/// Runs one simulation, turning a panic in a role (a broken invariant) into a failure text
+/// with the command that reproduces it, so a sweep over seeds goes on to the next seed.
+pub fn catch_panic<R>(
+    simulate: impl FnOnce() -> R,
+    command: impl FnOnce() -> String,
+) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(simulate)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        format!("panicked: {message}\n  reproduce: {}", command())
+    })
+}
+
 pub fn uniform(rng: &mut Xoshiro256PlusPlus, low: u64, high: u64) -> u64 {
     if high <= low {
         return low;

@@ -142,18 +142,9 @@ impl Observer for Checker {
 }
 
 pub fn run(options: &Options) -> Report {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(options)));
-    outcome.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("(no message)");
+    super::catch_panic(|| simulate(options), || options.command()).unwrap_or_else(|failure| {
         Report {
-            failure: Some(format!(
-                "panicked: {message}\n  reproduce: {}",
-                options.command()
-            )),
+            failure: Some(failure),
             stats: SimStats::default(),
             lines: Vec::new(),
             faults: Vec::new(),
