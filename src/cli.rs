@@ -670,13 +670,15 @@ fn parse_with_positionals(
 }
 
 const KV_BRIEF: &str = "\
-usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [-v]      (alias: worker)
+usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE]      (alias: worker)
+                       [--data-dir DIR [--fsync always|everysec|no] [--rewrite-min BYTES]] [-v]
        pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--replicas N]
                         [--resp-port P] [--no-repl] [-v]
 
 The peers file lists the workers (default peers.json). The master reads commands on stdin
 (GET, SET, DEL, KILL, NODES, QUIT, ...) and serves the Redis protocol on --resp-port
-(default 7379).";
+(default 7379). A worker with --data-dir logs every write there before acknowledging it and
+replays the log when it starts again.";
 
 /// A master/worker role's node id and address: the master is node `workers` (after every
 /// worker in the peers file, and must not be one of them); a worker finds itself in the file.
@@ -719,6 +721,26 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         "P",
     );
     options.optflag("", "no-repl", "do not read commands from stdin");
+    options.optopt(
+        "",
+        "data-dir",
+        "worker: keep an append-only log of writes here",
+        "DIR",
+    );
+    options.optopt(
+        "",
+        "fsync",
+        "worker: sync the log before every acknowledgement (always), once a second \
+         (everysec, the default) or never (no)",
+        "POLICY",
+    );
+    options.optopt(
+        "",
+        "rewrite-min",
+        "worker: rewrite the log once it is past this size and twice the live data \
+         (default 67108864)",
+        "BYTES",
+    );
     options.optopt(
         "",
         "cluster",
@@ -766,7 +788,32 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
     } else {
         None
     };
-    let role = crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT));
+    let fsync = matches.opt_str("fsync").unwrap_or("everysec".to_string());
+    let fsync = crate::journal::Fsync::parse(&fsync).ok_or_else(|| {
+        Exit::Usage(format!(
+            "kv: --fsync {fsync:?}: expected always, everysec or no"
+        ))
+    })?;
+    let rewrite_min: u64 = number(&matches, "rewrite-min", 64 << 20)?;
+    let data_dir = matches.opt_str("data-dir");
+    if is_master && data_dir.is_some() {
+        return Err(Exit::Usage(
+            "kv: --data-dir is for workers (the master keeps no data)".to_string(),
+        ));
+    }
+    let mut role =
+        crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT));
+    if let Some(dir) = data_dir {
+        let journal = crate::journal::file::FileJournal::open(std::path::Path::new(&dir), fsync)
+            .map_err(Exit::Failure)?;
+        role = role.with_journal(Box::new(journal), rewrite_min);
+    }
+    // Versions start at the master's start time (µs × 16): a restarted master issues newer
+    // versions than the previous one did, unless that one wrote faster than 16 per µs.
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let role = role.with_version_base((since_epoch.as_micros() as u64).saturating_mul(16));
     let config = net::Config {
         node,
         addresses,

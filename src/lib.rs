@@ -8,6 +8,7 @@ pub mod log;
 
 pub mod chaos;
 pub mod cli;
+pub mod journal;
 pub mod net;
 pub mod node;
 pub mod peers;

@@ -26,8 +26,12 @@ const STATUS_MAX: u8 = 3;
 
 /// A record header: kind, request, version, key length, value length.
 const OP_HEADER: usize = 1 + 8 + 8 + 2 + 4;
-/// A result header: request, status, value length.
-const RESULT_HEADER: usize = 8 + 1 + 4;
+/// A result header: request, status, version, value length.
+const RESULT_HEADER: usize = 8 + 1 + 8 + 4;
+
+/// The request id of a worker's greeting result: its `version` is the highest version the
+/// worker holds (from its log), so that a restarted master never issues older versions.
+pub const REQUEST_HELLO: u64 = 0;
 
 /// Largest key.
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -142,6 +146,9 @@ impl<'a> KvOps<'a> {
 pub struct OpResult<'a> {
     pub request: u64,
     pub status: u8,
+    /// For reads: the version of what the replica holds (0: never written), so that the master
+    /// can pick the newest answer and repair stale replicas.
+    pub version: u64,
     pub value: &'a [u8],
 }
 
@@ -156,7 +163,8 @@ impl OpResult<'_> {
         let header = &mut batch[start..];
         BigEndian::write_u64(&mut header[0..8], self.request);
         header[8] = self.status;
-        BigEndian::write_u32(&mut header[9..13], self.value.len() as u32);
+        BigEndian::write_u64(&mut header[9..17], self.version);
+        BigEndian::write_u32(&mut header[17..21], self.value.len() as u32);
         batch.extend_from_slice(self.value);
     }
 }
@@ -177,7 +185,7 @@ impl<'a> KvResults<'a> {
             if payload[at + 8] > STATUS_MAX {
                 return Err("unknown status");
             }
-            let value = BigEndian::read_u32(&payload[at + 9..at + 13]) as usize;
+            let value = BigEndian::read_u32(&payload[at + 17..at + 21]) as usize;
             at += RESULT_HEADER;
             if value > VALUE_BYTES_MAX || payload.len() - at < value {
                 return Err("truncated result");
@@ -202,10 +210,11 @@ impl<'a> KvResults<'a> {
             if at >= results.len() {
                 return None;
             }
-            let value = BigEndian::read_u32(&results[at + 9..at + 13]) as usize;
+            let value = BigEndian::read_u32(&results[at + 17..at + 21]) as usize;
             let result = OpResult {
                 request: BigEndian::read_u64(&results[at..at + 8]),
                 status: results[at + 8],
+                version: BigEndian::read_u64(&results[at + 9..at + 17]),
                 value: &results[at + RESULT_HEADER..at + RESULT_HEADER + value],
             };
             at += RESULT_HEADER + value;

@@ -48,12 +48,14 @@ fn kv_batches() -> (&'static [u8], &'static [u8]) {
         kv::OpResult {
             request: 7,
             status: kv::STATUS_OK,
+            version: 0,
             value: b"",
         }
         .append_to(&mut results);
         kv::OpResult {
             request: 8,
             status: kv::STATUS_VALUE,
+            version: 9,
             value: b"v",
         }
         .append_to(&mut results);

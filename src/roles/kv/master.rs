@@ -4,7 +4,10 @@
 //! - Writes (SET, DEL, MSET) go to every live replica of the key and are acknowledged once each
 //!   has applied them; each write carries a version (a counter here) so that replicas and
 //!   transfers agree on the newest.
-//! - Reads (GET, EXISTS, MGET) go to the first live replica.
+//! - Reads (GET, EXISTS, MGET) go to every live replica of the key and answer with the newest
+//!   version among the answers (read repair: a replica that answered with an older version is
+//!   sent the newest). A read needs an answer from a replica that is not still catching up
+//!   after a rejoin (unless every replica is); a replica dying mid-read only drops its answer.
 //! - Replies leave in command order per client, whatever order the workers answer in: each
 //!   client has a queue of entries and only its head is ever written.
 //! - A worker is dead when its connection drops: writes in flight stop waiting for it, reads in
@@ -20,8 +23,8 @@ use super::placement::{HashRing, REPLICAS_MAX};
 use crate::node::{ClientId, Io, NodeId};
 use crate::wire::client::{Command, Reply};
 use crate::wire::kv::{
-    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_SET,
-    OP_STATS, Op, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
+    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
+    OP_SET, OP_STATS, Op, REQUEST_HELLO, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message, NO_NODE};
 use crate::{debug, info};
@@ -50,6 +53,14 @@ struct Pending {
     value: Vec<u8>,
     stats: KvStats,
     failed: bool,
+    /// Reads: the key (for a repair), the newest version answered, who answered, who answered
+    /// with an older version, who was caught up when asked, and whether one of those answered.
+    key: Vec<u8>,
+    version: u64,
+    answered: u64,
+    stale: u64,
+    ready: u64,
+    trusted: bool,
 }
 
 /// What a client is owed, in order.
@@ -105,8 +116,14 @@ pub struct Master {
     current: ClientId,
     /// Scratch: clients with a completed operation in the batch being read.
     touched: Vec<ClientId>,
-    /// Value buffers of finished operations, reused.
+    /// Value and key buffers of finished operations, reused.
     spare_values: Vec<Vec<u8>>,
+    /// Scratch: reads completed in the batch being read, to repair.
+    repairs_due: Vec<usize>,
+    /// Scratch: a repair's PUT value.
+    scratch: Vec<u8>,
+    /// Stale replicas repaired by reads.
+    pub read_repairs: u64,
     /// The REPL client, whose QUIT stops the cluster.
     repl: Option<ClientId>,
     stopping: bool,
@@ -141,11 +158,19 @@ impl Master {
             current: 0,
             touched: Vec::new(),
             spare_values: Vec::new(),
+            repairs_due: Vec::new(),
+            scratch: Vec::new(),
+            read_repairs: 0,
             repl,
             stopping: false,
             backlog: Some(Vec::new()),
             commands: 0,
         }
+    }
+
+    /// Issues versions above `version` from now on.
+    pub fn raise_version(&mut self, version: u64) {
+        self.version = self.version.max(version);
     }
 
     /// Workers requests may go to.
@@ -214,9 +239,15 @@ impl Master {
             let pending = &mut self.pending[key];
             if pending.waiting & (1 << peer) != 0 {
                 pending.waiting &= !(1 << peer);
-                if matches!(pending.kind, Kind::Get | Kind::Exists | Kind::Stats) {
-                    pending.failed = true;
-                    pending.waiting = 0;
+                match pending.kind {
+                    Kind::Stats => {
+                        pending.failed = true;
+                        pending.waiting = 0;
+                    }
+                    Kind::Get | Kind::Exists if pending.waiting == 0 && !pending.trusted => {
+                        pending.failed = true;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -245,9 +276,12 @@ impl Master {
     // ----- operations -----
 
     fn new_pending(&mut self, kind: Kind, waiting: u64) -> usize {
-        self.generation = self.generation.wrapping_add(1);
+        // Generation 0 would make request 0, which is a worker's greeting.
+        self.generation = self.generation.wrapping_add(1).max(1);
         let mut value = self.spare_values.pop().unwrap_or_default();
         value.clear();
+        let mut key = self.spare_values.pop().unwrap_or_default();
+        key.clear();
         self.pending.insert(Pending {
             kind,
             client: self.current,
@@ -257,6 +291,12 @@ impl Master {
             value,
             stats: KvStats::default(),
             failed: false,
+            key,
+            version: 0,
+            answered: 0,
+            stale: 0,
+            ready: 0,
+            trusted: false,
         })
     }
 
@@ -287,7 +327,7 @@ impl Master {
     /// finished sending it the keys of the membership it joined in.
     fn syncing(&self, worker: NodeId) -> bool {
         let joined = self.joined[worker];
-        self.live().iter().any(|&w| self.transferred[w] < joined)
+        (0..self.workers).any(|w| self.up[w] && !self.killed[w] && self.transferred[w] < joined)
     }
 
     /// The key's live replicas.
@@ -302,25 +342,31 @@ impl Master {
             self.pending[pending].failed = true;
             return pending;
         }
-        let count = self.replicas.min(self.live().len()).max(1);
-        let ready = replicas[..count]
-            .iter()
-            .copied()
-            .find(|&w| !self.syncing(w));
-        let worker = ready.unwrap_or(replicas[0]);
-        let pending = self.new_pending(kind, 1 << worker);
+        let count = self.replicas_of(key, &mut replicas);
+        let (mut waiting, mut ready) = (0u64, 0u64);
+        for &worker in &replicas[..count] {
+            waiting |= 1 << worker;
+            if !self.syncing(worker) {
+                ready |= 1 << worker;
+            }
+        }
+        let pending = self.new_pending(kind, waiting);
         let request = self.request_id(pending);
-        self.queue(
-            io,
-            worker,
-            Op {
+        let state = &mut self.pending[pending];
+        state.ready = ready;
+        // When every replica is catching up, the newest of their answers is the best there is.
+        state.trusted = ready == 0;
+        state.key.extend_from_slice(key);
+        for &worker in &replicas[..count] {
+            let op = Op {
                 kind: OP_GET,
                 request,
                 version: 0,
                 key,
                 value: b"",
-            },
-        );
+            };
+            self.queue(io, worker, op);
+        }
         pending
     }
 
@@ -376,6 +422,11 @@ impl Master {
 
     fn receive_results(&mut self, io: &mut impl Io, from: NodeId, results: &KvResults<'_>) {
         for result in results.iter() {
+            if result.request == REQUEST_HELLO {
+                info!("master: worker {from} holds versions up to {}", result.version);
+                self.raise_version(result.version);
+                continue;
+            }
             let key = (result.request & 0xFFFF_FFFF) as usize;
             let generation = (result.request >> 32) as u32;
             let Some(pending) = self.pending.get_mut(key) else {
@@ -390,10 +441,25 @@ impl Master {
             }
             match pending.kind {
                 Kind::Get | Kind::Exists => {
-                    pending.found = result.status == STATUS_VALUE;
-                    if pending.kind == Kind::Get && pending.found {
+                    let bit = 1 << from;
+                    if pending.answered == 0 || result.version > pending.version {
+                        // Whoever answered before holds an older version.
+                        pending.stale |= pending.answered;
+                        pending.version = result.version;
+                        pending.found = result.status == STATUS_VALUE;
                         pending.value.clear();
                         pending.value.extend_from_slice(result.value);
+                    } else if result.version < pending.version {
+                        pending.stale |= bit;
+                    }
+                    pending.answered |= bit;
+                    pending.trusted |= pending.ready & bit != 0;
+                    if pending.waiting == 0 {
+                        if !pending.trusted {
+                            pending.failed = true;
+                        } else if pending.stale != 0 {
+                            self.repairs_due.push(key);
+                        }
                     }
                 }
                 Kind::Del => {
@@ -404,12 +470,52 @@ impl Master {
                 Kind::Set => {}
             }
         }
+        self.repair(io);
         let touched = std::mem::take(&mut self.touched);
         for &client in &touched {
             self.drain(io, client);
         }
         self.touched = touched;
         self.touched.clear();
+    }
+
+    /// Sends the newest version of each completed read to the replicas that answered with an
+    /// older one (before the read's reply releases it).
+    fn repair(&mut self, io: &mut impl Io) {
+        let mut due = std::mem::take(&mut self.repairs_due);
+        for &key in &due {
+            let pending = &self.pending[key];
+            // A PUT's value is a presence byte then the value: tombstones travel too.
+            let mut value = std::mem::take(&mut self.scratch);
+            value.clear();
+            value.push(pending.found as u8);
+            if pending.found {
+                value.extend_from_slice(&pending.value);
+            }
+            let (stale, version) = (pending.stale, pending.version);
+            let key = std::mem::take(&mut self.pending[key].key);
+            for worker in (0..self.workers).filter(|&w| stale & (1 << w) != 0) {
+                if !self.up[worker] {
+                    continue;
+                }
+                let op = Op {
+                    kind: OP_PUT,
+                    request: 0,
+                    version,
+                    key: &key,
+                    value: &value,
+                };
+                if self.batches[worker].len() + op.encoded_len() > BATCH_BYTES_MAX {
+                    self.flush_batch(io, worker);
+                }
+                op.append_to(&mut self.batches[worker]);
+                self.read_repairs += 1;
+            }
+            self.spare_values.push(key);
+            self.scratch = value;
+        }
+        due.clear();
+        self.repairs_due = due;
     }
 
     /// Relays a worker's transfer batch to its target.
@@ -459,6 +565,7 @@ impl Master {
     fn release(&mut self, pending: usize) {
         if let Some(pending) = self.pending.try_remove(pending) {
             self.spare_values.push(pending.value);
+            self.spare_values.push(pending.key);
         }
     }
 
@@ -630,13 +737,14 @@ impl Master {
         let _ = write!(
             text,
             "workers:{}\r\nworkers_up:{}\r\nreplicas:{}\r\nmembership_epoch:{}\r\n\
-             commands_processed:{}\r\noperations_pending:{}\r\n",
+             commands_processed:{}\r\noperations_pending:{}\r\nread_repairs:{}\r\n",
             self.workers,
             live.len(),
             self.replicas,
             self.epoch,
             self.commands,
-            self.pending.len()
+            self.pending.len(),
+            self.read_repairs
         );
         text
     }

@@ -10,10 +10,17 @@
 //! `replicas` live copies. A worker that comes back rejoins and receives its ranges. Versions
 //! assigned by the master keep replicas and transfers from reviving old values.
 //!
-//! Not handled: the master is a single point of failure (its clients lose it; workers keep
-//! their data in memory only — durability is another issue); a paused worker (SIGSTOP) keeps
+//! Durability: a worker started with a journal (`--data-dir`) logs every applied write before
+//! acknowledging it and replays the log when it restarts; it then rejoins as above and the
+//! transfers bring it what it missed. Reads ask every live replica and answer with the newest
+//! version; replicas that answered with an older one are repaired (read repair). Versions
+//! start from the master's start time (×16, in microseconds) and never fall below the highest
+//! version a worker reports, so a restarted master keeps issuing newer versions.
+//!
+//! Not handled: the master is a single point of failure (its clients lose it; the workers
+//! exit, and keep their data only if they have a data dir); a paused worker (SIGSTOP) keeps
 //! its connection and stalls the requests routed to it; reads in flight to a worker that dies
-//! fail with an error the client may retry.
+//! fail with an error the client may retry unless a ready replica answered.
 
 pub mod master;
 pub mod placement;
@@ -41,6 +48,22 @@ impl Kv {
             Kv::Worker(Box::new(worker::Worker::new(node, workers)))
         }
     }
+
+    /// A worker logs its writes to `journal` (see `worker.rs`); no effect on the master.
+    pub fn with_journal(self, journal: Box<dyn crate::journal::Journal>, rewrite_min: u64) -> Kv {
+        match self {
+            Kv::Worker(worker) => Kv::Worker(Box::new(worker.with_journal(journal, rewrite_min))),
+            master => master,
+        }
+    }
+
+    /// The master's first version (versions then count up from it); no effect on a worker.
+    pub fn with_version_base(mut self, base: u64) -> Kv {
+        if let Kv::Master(master) = &mut self {
+            master.raise_version(base);
+        }
+        self
+    }
 }
 
 impl Role for Kv {
@@ -66,8 +89,10 @@ impl Role for Kv {
         }
     }
     fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
-        if let Kv::Master(master) = self {
-            master.on_peer_up(io, peer);
+        match self {
+            Kv::Master(master) => master.on_peer_up(io, peer),
+            Kv::Worker(worker) if peer == worker.master() => worker.on_master_up(),
+            Kv::Worker(_) => {}
         }
     }
     fn on_peer_down(&mut self, io: &mut impl Io, peer: NodeId) {

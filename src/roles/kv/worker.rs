@@ -3,15 +3,23 @@
 //! that newly need the key, and if it is the key's first surviving old replica it sends the
 //! key (value, version; deletions as tombstones) to them through the master, in bounded
 //! batches paced by the connection's room — clients are never stalled behind a transfer.
+//!
+//! Durability (`--data-dir`): every applied write is appended to a `Journal` and committed
+//! before any result leaves in the same loop iteration, so an acknowledged write is in the log
+//! (on disk under `--fsync always`). At start the worker replays its log and greets the master
+//! with the highest version it holds; the transfers of the new membership then bring it what
+//! it missed while down. When the log outgrows `REWRITE_FACTOR` × the live data (and the
+//! configured minimum), it is rewritten from the store a bounded step per tick.
 
 use std::collections::HashMap;
 
 use super::placement::{HashRing, REPLICAS_MAX};
+use crate::journal::{Journal, Record};
 use crate::node::{Io, NodeId, Timer};
 use crate::wire::kv::{
     KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
-    OP_SET, OP_STATS, Op, OpResult, STATUS_INTEGER, STATUS_NIL, STATUS_OK, STATUS_VALUE,
-    VALUE_BYTES_MAX,
+    OP_SET, OP_STATS, Op, OpResult, REQUEST_HELLO, STATUS_INTEGER, STATUS_NIL, STATUS_OK,
+    STATUS_VALUE, VALUE_BYTES_MAX,
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message};
 use crate::{debug, info};
@@ -30,11 +38,56 @@ const TRANSFER_BATCH_BYTES: usize = 8 * 1024;
 const TRANSFER_KEYS_PER_STEP: usize = 4096;
 const TIMER_TICK: Timer = Timer(1);
 const TICK_US: u64 = 10_000;
+/// A log is rewritten when it is this many times the size of the live data.
+pub const REWRITE_FACTOR: u64 = 2;
+/// Bytes of live data a rewrite writes per tick (100 MiB/s at most, in 1 MiB steps).
+const REWRITE_BYTES_PER_STEP: usize = 1 << 20;
 
-/// Keys still to examine for one membership change.
+/// Keys still to examine for one membership change (or to copy into a rewritten log).
 struct Transfer {
     keys: Vec<Box<[u8]>>,
     at: usize,
+}
+
+/// The worker's log, if it has one.
+struct Durable {
+    journal: Option<Box<dyn Journal>>,
+    /// A write or sync failed: the worker stops and acknowledges nothing more.
+    failed: bool,
+    /// Logs smaller than this are not rewritten.
+    rewrite_min: u64,
+    rewrite: Option<Transfer>,
+    /// Bytes the live data takes as log records (what a rewrite would write).
+    live_bytes: u64,
+}
+
+impl Durable {
+    fn append(&mut self, record: &Record<'_>) {
+        if let Some(journal) = &mut self.journal {
+            journal.append(record);
+        }
+    }
+
+    /// Whether what was appended may now be acknowledged.
+    fn commit(&mut self, io: &mut impl Io) -> bool {
+        if self.failed {
+            return false;
+        }
+        let Some(journal) = &mut self.journal else {
+            return true;
+        };
+        match journal.commit(io.now()) {
+            Ok(()) => true,
+            Err(error) => self.fail(io, &error),
+        }
+    }
+
+    fn fail(&mut self, io: &mut impl Io, error: &str) -> bool {
+        info!("error: {error}; the worker stops (writes can no longer be made durable)");
+        self.failed = true;
+        io.stop();
+        false
+    }
 }
 
 pub struct Worker {
@@ -51,6 +104,9 @@ pub struct Worker {
     transfer: Option<Transfer>,
     /// Scratch for a PUT's value.
     scratch: Vec<u8>,
+    durable: Durable,
+    /// The highest version held (told to the master on connecting).
+    max_version: u64,
     pub sent_keys: u64,
 }
 
@@ -68,8 +124,24 @@ impl Worker {
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
             transfer: None,
             scratch: Vec::new(),
+            durable: Durable {
+                journal: None,
+                failed: false,
+                rewrite_min: 0,
+                rewrite: None,
+                live_bytes: 0,
+            },
+            max_version: 0,
             sent_keys: 0,
         }
+    }
+
+    /// Logs every applied write to `journal` (replayed at start); logs past `rewrite_min`
+    /// bytes are rewritten when they outgrow the live data `REWRITE_FACTOR` times.
+    pub fn with_journal(mut self, journal: Box<dyn Journal>, rewrite_min: u64) -> Worker {
+        self.durable.journal = Some(journal);
+        self.durable.rewrite_min = rewrite_min;
+        self
     }
 
     pub fn master(&self) -> NodeId {
@@ -85,6 +157,42 @@ impl Worker {
 
     pub fn on_start(&mut self, io: &mut impl Io) {
         io.set_timer(TICK_US, TIMER_TICK);
+        let Some(mut journal) = self.durable.journal.take() else {
+            return;
+        };
+        let (store, live_bytes, max_version) = (
+            &mut self.store,
+            &mut self.durable.live_bytes,
+            &mut self.max_version,
+        );
+        let replayed = journal.replay(&mut |record| {
+            store_write(store, live_bytes, record);
+            *max_version = (*max_version).max(record.version);
+        });
+        self.durable.journal = Some(journal);
+        match replayed {
+            Ok(replayed) => info!(
+                "worker {}: replayed {} records: {} keys, highest version {}",
+                self.node,
+                replayed.records,
+                self.keys(),
+                self.max_version
+            ),
+            Err(error) => {
+                self.durable.fail(io, &error);
+            }
+        }
+    }
+
+    /// Greets the master with the highest version held, so that its versions stay newer.
+    pub fn on_master_up(&mut self) {
+        let hello = OpResult {
+            request: REQUEST_HELLO,
+            status: STATUS_OK,
+            version: self.max_version,
+            value: b"",
+        };
+        hello.append_to(&mut self.results);
     }
 
     pub fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
@@ -103,6 +211,9 @@ impl Worker {
 
     pub fn on_timer(&mut self, io: &mut impl Io, _timer: Timer) {
         self.step_transfer(io);
+        self.step_rewrite(io);
+        // Idle or not, `everysec` gets its chance to sync.
+        self.durable.commit(io);
         io.set_timer(TICK_US, TIMER_TICK);
     }
 
@@ -117,48 +228,42 @@ impl Worker {
     }
 
     fn flush_results(&mut self, io: &mut impl Io) {
-        if !self.results.is_empty() {
-            io.send(
-                self.master,
-                &Message::KvResults(KvResults {
-                    results: &self.results,
-                }),
-            );
-            self.results.clear();
-        }
+        send_results(io, self.master, &mut self.results, &mut self.durable);
     }
 
     fn result(&mut self, io: &mut impl Io, request: u64, status: u8, value: &[u8]) {
-        append_result(
-            &mut self.results,
-            io,
-            self.master,
-            OpResult {
-                request,
-                status,
-                value,
-            },
-        );
+        let result = OpResult {
+            request,
+            status,
+            version: 0,
+            value,
+        };
+        append_result(&mut self.results, io, self.master, &mut self.durable, result);
     }
 
     fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
         for op in ops.iter() {
             match op.kind {
                 OP_GET => {
-                    let value = self
-                        .store
-                        .get(op.key)
-                        .and_then(|entry| entry.value.as_deref());
-                    let (status, value) = match value {
+                    let entry = self.store.get(op.key);
+                    let version = entry.map_or(0, |entry| entry.version);
+                    let (status, value) = match entry.and_then(|entry| entry.value.as_deref()) {
                         Some(value) => (STATUS_VALUE, value),
                         None => (STATUS_NIL, &b""[..]),
                     };
                     let result = OpResult {
                         request: op.request,
                         status,
+                        version,
                         value,
                     };
-                    append_result(&mut self.results, io, self.master, result);
+                    append_result(
+                        &mut self.results,
+                        io,
+                        self.master,
+                        &mut self.durable,
+                        result,
+                    );
                 }
                 OP_SET => {
                     self.write(op.key, op.version, Some(op.value));
@@ -197,22 +302,72 @@ impl Worker {
         }
     }
 
-    /// Stores a version if it is newer than what is held.
+    /// Stores a version if it is newer than what is held, and logs it.
     fn write(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
-        if let Some(entry) = self.store.get_mut(key) {
-            if version >= entry.version {
-                entry.version = version;
-                entry.value = value.map(Box::from);
-            }
+        let record = Record {
+            version,
+            key,
+            value,
+        };
+        if store_write(&mut self.store, &mut self.durable.live_bytes, record) {
+            self.durable.append(&record);
+            self.max_version = self.max_version.max(version);
+        }
+    }
+
+    /// Starts or continues a rewrite of the log from the store, a bounded step at a time.
+    fn step_rewrite(&mut self, io: &mut impl Io) {
+        let durable = &mut self.durable;
+        let Some(journal) = &mut durable.journal else {
+            return;
+        };
+        if durable.failed {
             return;
         }
-        self.store.insert(
-            Box::from(key),
-            Entry {
-                version,
-                value: value.map(Box::from),
-            },
-        );
+        let Some(mut rewrite) = durable.rewrite.take() else {
+            let bytes = journal.bytes();
+            if bytes >= durable.rewrite_min && bytes >= REWRITE_FACTOR * durable.live_bytes {
+                info!(
+                    "worker {}: rewriting the log ({bytes} bytes, {} live)",
+                    self.node, durable.live_bytes
+                );
+                if let Err(error) = journal.rewrite_begin() {
+                    durable.fail(io, &error);
+                    return;
+                }
+                let keys = self.store.keys().cloned().collect();
+                durable.rewrite = Some(Transfer { keys, at: 0 });
+            }
+            return;
+        };
+        let mut written = 0;
+        while rewrite.at < rewrite.keys.len() && written < REWRITE_BYTES_PER_STEP {
+            let key: &[u8] = &rewrite.keys[rewrite.at];
+            rewrite.at += 1;
+            if let Some(entry) = self.store.get(key) {
+                let record = Record {
+                    version: entry.version,
+                    key,
+                    value: entry.value.as_deref(),
+                };
+                journal.rewrite_append(&record);
+                written += record.encoded_len();
+            }
+        }
+        if rewrite.at < rewrite.keys.len() {
+            durable.rewrite = Some(rewrite);
+            return;
+        }
+        match journal.rewrite_finish() {
+            Ok(()) => info!(
+                "worker {}: log rewritten: {} bytes",
+                self.node,
+                journal.bytes()
+            ),
+            Err(error) => {
+                durable.fail(io, &error);
+            }
+        }
     }
 
     fn stats(&self) -> KvStats {
@@ -355,11 +510,55 @@ fn send_batch(io: &mut impl Io, master: NodeId, target: NodeId, batch: &mut Vec<
     }
 }
 
-/// Appends a result to the batch, sending the batch first if it would outgrow a frame.
-fn append_result(results: &mut Vec<u8>, io: &mut impl Io, master: NodeId, result: OpResult<'_>) {
-    if results.len() + result.encoded_len() > BATCH_BYTES_MAX {
+/// Stores a version if it is newer than (or as new as) what is held; whether it did.
+fn store_write(
+    store: &mut HashMap<Box<[u8]>, Entry>,
+    live_bytes: &mut u64,
+    record: Record<'_>,
+) -> bool {
+    let size = |value: &Option<Box<[u8]>>| {
+        let value = value.as_deref();
+        Record { value, ..record }.encoded_len() as u64
+    };
+    let value = record.value.map(Box::from);
+    if let Some(entry) = store.get_mut(record.key) {
+        if record.version < entry.version {
+            return false;
+        }
+        *live_bytes = *live_bytes - size(&entry.value) + size(&value);
+        entry.version = record.version;
+        entry.value = value;
+        return true;
+    }
+    *live_bytes += size(&value);
+    store.insert(
+        Box::from(record.key),
+        Entry {
+            version: record.version,
+            value,
+        },
+    );
+    true
+}
+
+/// Sends the results batched so far — once the writes they acknowledge are committed.
+fn send_results(io: &mut impl Io, master: NodeId, results: &mut Vec<u8>, durable: &mut Durable) {
+    if !results.is_empty() && durable.commit(io) {
         io.send(master, &Message::KvResults(KvResults { results }));
-        results.clear();
+    }
+    results.clear();
+}
+
+/// Appends a result to the batch, sending the batch first if it would outgrow a frame.
+fn append_result(
+    results: &mut Vec<u8>,
+    io: &mut impl Io,
+    master: NodeId,
+    durable: &mut Durable,
+    result: OpResult<'_>,
+) {
+    if results.len() + result.encoded_len() > BATCH_BYTES_MAX {
+        send_results(io, master, results, durable);
     }
     result.append_to(results);
 }
