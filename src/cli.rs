@@ -366,9 +366,15 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "MIN-MAX",
     );
     options.optopt("", "internal-max", "lamport: draw 1..=K (default 10)", "K");
-    let brief = "usage: pollen sim gossip|ring [--nodes N] [--seed S] [--seeds K] \
+    options.optopt(
+        "",
+        "fsync",
+        "kv: workers log to simulated disks with this policy (always|everysec|no)",
+        "POLICY",
+    );
+    let brief = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K] \
                  [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
-                 [gossip: --with-seed N --batch N] [ring: --window W]";
+                 [gossip: --with-seed N --batch N] [ring: --window W] [kv: --fsync POLICY]";
     let (role, rest) = match args.split_first() {
         Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
         _ => {
@@ -485,19 +491,33 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                 }
             })
         }
-        "kv" => Box::new(move |seed| {
-            let mut options = crate::sim::kv::Options::new(nodes, seed, kinds);
-            options.load_us = send_for.unwrap_or(options.load_us);
-            options.trace = trace;
-            let report = crate::sim::kv::run(&options);
-            SimOutcome {
-                failure: report.failure,
-                deliveries: report.stats.deliveries,
-                line: Some(format!("{} acknowledged writes", report.writes)),
-                faults: report.faults.len(),
-                trace: report.trace,
-            }
-        }),
+        "kv" => {
+            let fsync = match matches.opt_str("fsync") {
+                None => None,
+                Some(text) => Some(crate::journal::Fsync::parse(&text).ok_or_else(|| {
+                    Exit::Usage(format!(
+                        "--fsync {text:?}: expected always, everysec or no"
+                    ))
+                })?),
+            };
+            Box::new(move |seed| {
+                let mut options = crate::sim::kv::Options::new(nodes, seed, kinds);
+                options.load_us = send_for.unwrap_or(options.load_us);
+                options.trace = trace;
+                options.fsync = fsync;
+                let report = crate::sim::kv::run(&options);
+                SimOutcome {
+                    failure: report.failure,
+                    deliveries: report.stats.deliveries,
+                    line: Some(format!(
+                        "{} acknowledged writes, {} read repairs, {} torn log tails",
+                        report.writes, report.read_repairs, report.torn_tails
+                    )),
+                    faults: report.faults.len(),
+                    trace: report.trace,
+                }
+            })
+        }
         other => {
             return Err(Exit::Usage(format!(
                 "sim: unknown role {other:?} (gossip|ring|kv)"

@@ -26,6 +26,7 @@
 //! Messages are encoded and decoded with the real codec, so frame sizes are real, but
 //! corruption is not injected here (the codec's own tests and the real-socket tests cover it).
 
+pub mod disk;
 pub mod faults;
 pub mod gossip;
 pub mod kv;

@@ -247,6 +247,10 @@ impl Master {
                     Kind::Get | Kind::Exists if pending.waiting == 0 && !pending.trusted => {
                         pending.failed = true;
                     }
+                    // A write that no replica applied is not acknowledged.
+                    Kind::Set | Kind::Del if pending.waiting == 0 && pending.answered == 0 => {
+                        pending.failed = true;
+                    }
                     _ => {}
                 }
             }
@@ -465,9 +469,10 @@ impl Master {
                 Kind::Del => {
                     pending.found |=
                         result.status == STATUS_INTEGER && result.value.last() == Some(&1);
+                    pending.answered |= 1 << from;
                 }
                 Kind::Stats => pending.stats = KvStats::read(result.value).unwrap_or_default(),
-                Kind::Set => {}
+                Kind::Set => pending.answered |= 1 << from,
             }
         }
         self.repair(io);
