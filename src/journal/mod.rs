@@ -226,3 +226,112 @@ pub trait Journal {
     /// Makes the new log durable and replaces the old one with it.
     fn rewrite_finish(&mut self) -> Result<(), String>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Vec<u8> {
+        let mut log = Vec::new();
+        let value = vec![7u8; 300];
+        for (version, key, value) in [
+            (1, &b"a"[..], Some(&b"one"[..])),
+            (2, b"bb", None),
+            (3, b"", Some(&value[..])),
+            (4, b"a", Some(b"")),
+        ] {
+            Record {
+                version,
+                key,
+                value,
+            }
+            .append_to(&mut log);
+        }
+        log
+    }
+
+    fn replay_all(bytes: &[u8]) -> (Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, Replayed) {
+        let mut seen = Vec::new();
+        let replayed = replay(bytes, &mut |r: Record<'_>| {
+            seen.push((r.version, r.key.to_vec(), r.value.map(<[u8]>::to_vec)))
+        })
+        .expect("in memory");
+        (seen, replayed)
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let log = records();
+        let (seen, replayed) = replay_all(&log);
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[1], (2, b"bb".to_vec(), None));
+        assert_eq!(seen[3], (4, b"a".to_vec(), Some(Vec::new())));
+        assert_eq!(replayed.valid_bytes, log.len() as u64);
+        assert_eq!((replayed.dropped_bytes, replayed.reason), (0, None));
+    }
+
+    #[test]
+    fn a_log_cut_anywhere_replays_its_whole_records_and_drops_the_rest() {
+        let log = records();
+        let mut ends = vec![0];
+        let mut at = 0;
+        while at < log.len() {
+            let Decoded::Record(_, length) = decode(&log[at..]) else {
+                panic!("whole log")
+            };
+            at += length;
+            ends.push(at);
+        }
+        for cut in 0..=log.len() {
+            let (seen, replayed) = replay_all(&log[..cut]);
+            let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+            assert_eq!(seen.len(), whole, "cut at {cut}");
+            assert_eq!(replayed.valid_bytes as usize, ends[whole]);
+            assert_eq!(replayed.dropped_bytes as usize, cut - ends[whole]);
+            assert_eq!(replayed.reason.is_some(), cut != ends[whole]);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_ends_the_log_at_that_record() {
+        let log = records();
+        for at in 0..log.len() {
+            let mut bad = log.clone();
+            bad[at] ^= 0x20;
+            let (seen, replayed) = replay_all(&bad);
+            assert!(seen.len() < 4, "flip at {at} went unnoticed");
+            assert!(replayed.reason.is_some());
+            assert_eq!(
+                replayed.valid_bytes + replayed.dropped_bytes,
+                log.len() as u64
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_length_is_corrupt_not_an_allocation() {
+        let mut bad = vec![0xFF, 0xFF, 0xFF, 0xF0, 0, 0, 0, 0];
+        bad.extend_from_slice(&[0u8; 64]);
+        assert_eq!(decode(&bad), Decoded::Corrupt("bad record length"));
+        let (seen, replayed) = replay_all(&bad);
+        assert!(seen.is_empty());
+        assert_eq!(replayed.dropped_bytes, bad.len() as u64);
+    }
+
+    #[test]
+    fn long_logs_replay_across_read_chunks() {
+        let mut log = Vec::new();
+        let value = vec![1u8; VALUE_BYTES_MAX];
+        for version in 0..20 {
+            let record = Record {
+                version,
+                key: b"k",
+                value: Some(&value),
+            };
+            record.append_to(&mut log);
+        }
+        let (seen, replayed) = replay_all(&log);
+        assert_eq!(seen.len(), 20);
+        assert_eq!(replayed.dropped_bytes, 0);
+    }
+}

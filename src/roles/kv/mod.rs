@@ -26,6 +26,9 @@ pub mod master;
 pub mod placement;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use crate::node::{ClientId, Io, NodeId, Role, Timer};
 use crate::wire::Message;
 use crate::wire::client::Command;

@@ -148,6 +148,11 @@ impl Worker {
         self.master
     }
 
+    /// Bytes in the log (0 without one).
+    pub fn log_bytes(&self) -> u64 {
+        self.durable.journal.as_ref().map_or(0, |journal| journal.bytes())
+    }
+
     pub fn keys(&self) -> usize {
         self.store
             .values()

@@ -1,0 +1,354 @@
+//! The kv role driven by hand through a recording `Io`: read repair at the master, and a
+//! worker's journal (replay, acknowledgement after commit, rewrite).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::Kv;
+use crate::journal::{Fsync, Journal, Record};
+use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::sim::disk::{Disk, SimJournal};
+use crate::wire::client::{Command, Reply};
+use crate::wire::kv::{
+    KvMembership, KvOps, KvResults, OP_GET, OP_PUT, OP_SET, Op, OpResult, REQUEST_HELLO,
+    STATUS_NIL, STATUS_OK, STATUS_VALUE,
+};
+use crate::wire::{Items, Message, NO_NODE};
+
+/// An operation as sent, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SentOp {
+    to: NodeId,
+    kind: u8,
+    request: u64,
+    version: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    now: Micros,
+    ops: Vec<SentOp>,
+    /// Results a worker sent: (request, status, version, value).
+    results: Vec<(u64, u8, u64, Vec<u8>)>,
+    replies: Vec<(ClientId, String)>,
+    /// Set when the journal was committed (shared with a journal wrapper).
+    events: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Io for Recorder {
+    fn now(&self) -> Micros {
+        self.now
+    }
+    fn node(&self) -> NodeId {
+        0
+    }
+    fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
+        match message {
+            Message::KvOps(ops) => {
+                for op in ops.iter() {
+                    self.ops.push(SentOp {
+                        to,
+                        kind: op.kind,
+                        request: op.request,
+                        version: op.version,
+                        key: op.key.to_vec(),
+                        value: op.value.to_vec(),
+                    });
+                }
+            }
+            Message::KvResults(results) => {
+                self.events.borrow_mut().push("results sent");
+                for r in results.iter() {
+                    let result = (r.request, r.status, r.version, r.value.to_vec());
+                    self.results.push(result);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+    fn send_space(&mut self, _to: NodeId) -> usize {
+        usize::MAX
+    }
+    fn set_timer(&mut self, _after: Micros, _timer: Timer) -> TimerKey {
+        TimerKey {
+            index: 0,
+            generation: 0,
+        }
+    }
+    fn cancel_timer(&mut self, _key: TimerKey) {}
+    fn output(&mut self, _line: std::fmt::Arguments<'_>) {}
+    fn stop(&mut self) {}
+    fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool {
+        let text = match reply {
+            Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            other => format!("{other:?}"),
+        };
+        self.replies.push((client, text));
+        true
+    }
+    fn close_client(&mut self, _client: ClientId) {}
+}
+
+fn command(io: &mut Recorder, kv: &mut Kv, client: ClientId, words: &[&str]) {
+    let data = words.concat();
+    let mut spans = Vec::new();
+    let mut at = 0u32;
+    for word in words {
+        spans.push((at, at + word.len() as u32));
+        at += word.len() as u32;
+    }
+    let command = Command {
+        data: data.as_bytes(),
+        spans: &spans,
+    };
+    kv.on_client(io, client, command);
+    kv.on_flush(io);
+}
+
+fn result(io: &mut Recorder, kv: &mut Kv, from: NodeId, result: OpResult<'_>) {
+    let mut batch = Vec::new();
+    result.append_to(&mut batch);
+    let results = KvResults { results: &batch };
+    kv.on_message(io, from, Message::KvResults(results));
+    kv.on_flush(io);
+}
+
+/// A master of two workers (2 replicas), both up and caught up.
+fn master() -> (Kv, Recorder) {
+    let mut io = Recorder::default();
+    let mut kv = Kv::new(2, 2, 2, None);
+    kv.on_start(&mut io);
+    kv.on_peer_up(&mut io, 0);
+    kv.on_peer_up(&mut io, 1);
+    for worker in 0..2 {
+        let done = KvMembership {
+            epoch: 2,
+            replicas: 0,
+            members: Items::Host(&[]),
+        };
+        kv.on_message(&mut io, worker, Message::KvMembership(done));
+    }
+    (kv, io)
+}
+
+/// Sends GET key and answers it from both workers: (status, version, value) each.
+fn read(answers: [(u8, u64, &str); 2]) -> (Recorder, u64) {
+    let (mut kv, mut io) = master();
+    command(&mut io, &mut kv, 7, &["GET", "k"]);
+    let gets: Vec<SentOp> = io.ops.drain(..).filter(|op| op.kind == OP_GET).collect();
+    let mut askeds: Vec<NodeId> = gets.iter().map(|op| op.to).collect();
+    askeds.sort();
+    assert_eq!(askeds, [0, 1], "a read asks every replica");
+    for (worker, (status, version, value)) in answers.into_iter().enumerate() {
+        let answer = OpResult {
+            request: gets[0].request,
+            status,
+            version,
+            value: value.as_bytes(),
+        };
+        result(&mut io, &mut kv, worker, answer);
+    }
+    let Kv::Master(master) = &kv else {
+        unreachable!()
+    };
+    (io, master.read_repairs)
+}
+
+#[test]
+fn a_read_answers_the_newest_version_and_repairs_the_stale_replica() {
+    let (io, repairs) = read([(STATUS_VALUE, 7, "old"), (STATUS_VALUE, 9, "new")]);
+    assert_eq!(io.replies, [(7, "new".to_string())]);
+    assert_eq!(repairs, 1);
+    let put = SentOp {
+        to: 0,
+        kind: OP_PUT,
+        request: 0,
+        version: 9,
+        key: b"k".to_vec(),
+        value: b"\x01new".to_vec(),
+    };
+    assert_eq!(io.ops, [put]);
+}
+
+#[test]
+fn a_replica_missing_the_key_is_repaired_and_a_newer_deletion_wins() {
+    // Worker 1 never got the key: it receives it.
+    let (io, repairs) = read([(STATUS_VALUE, 5, "v"), (STATUS_NIL, 0, "")]);
+    assert_eq!(io.replies, [(7, "v".to_string())]);
+    assert_eq!(repairs, 1);
+    assert_eq!((io.ops[0].to, io.ops[0].version), (1, 5));
+    // Worker 0 holds a deletion newer than worker 1's value: nil, and worker 1 gets the
+    // tombstone (presence byte 0).
+    let (io, _) = read([(STATUS_NIL, 12, ""), (STATUS_VALUE, 9, "v")]);
+    assert_eq!(io.replies, [(7, "Bulk(None)".to_string())]);
+    assert_eq!(
+        (io.ops[0].to, io.ops[0].kind, io.ops[0].version, &io.ops[0].value[..]),
+        (1, OP_PUT, 12, &b"\x00"[..])
+    );
+}
+
+#[test]
+fn agreeing_replicas_are_not_repaired() {
+    let (io, repairs) = read([(STATUS_VALUE, 9, "v"), (STATUS_VALUE, 9, "v")]);
+    assert_eq!(io.replies, [(7, "v".to_string())]);
+    assert_eq!(repairs, 0);
+    assert!(io.ops.is_empty());
+}
+
+#[test]
+fn versions_stay_above_what_workers_report() {
+    let (mut kv, mut io) = master();
+    let hello = OpResult {
+        request: REQUEST_HELLO,
+        status: STATUS_OK,
+        version: 1_000_000,
+        value: b"",
+    };
+    result(&mut io, &mut kv, 0, hello);
+    command(&mut io, &mut kv, 7, &["SET", "k", "v"]);
+    let set = io.ops.iter().find(|op| op.kind == OP_SET).expect("a SET");
+    assert!(set.version > 1_000_000, "version {}", set.version);
+}
+
+/// A journal that records when it commits, in the same event list as the sends.
+struct Watched {
+    inner: SimJournal,
+    events: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Journal for Watched {
+    fn replay(
+        &mut self,
+        apply: &mut dyn FnMut(Record<'_>),
+    ) -> Result<crate::journal::Replayed, String> {
+        self.inner.replay(apply)
+    }
+    fn append(&mut self, record: &Record<'_>) {
+        self.events.borrow_mut().push("append");
+        self.inner.append(record)
+    }
+    fn commit(&mut self, now: Micros) -> Result<(), String> {
+        self.events.borrow_mut().push("commit");
+        self.inner.commit(now)
+    }
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+    fn rewrite_begin(&mut self) -> Result<(), String> {
+        self.events.borrow_mut().push("rewrite");
+        self.inner.rewrite_begin()
+    }
+    fn rewrite_append(&mut self, record: &Record<'_>) {
+        self.inner.rewrite_append(record)
+    }
+    fn rewrite_finish(&mut self) -> Result<(), String> {
+        self.events.borrow_mut().push("rewritten");
+        self.inner.rewrite_finish()
+    }
+}
+
+fn worker(disk: &Rc<RefCell<Disk>>, io: &Recorder, rewrite_min: u64) -> Kv {
+    let journal = Watched {
+        inner: SimJournal::new(disk.clone(), Fsync::Always),
+        events: io.events.clone(),
+    };
+    Kv::new(0, 1, 1, None).with_journal(Box::new(journal), rewrite_min)
+}
+
+fn set(io: &mut Recorder, kv: &mut Kv, request: u64, version: u64, key: &str, value: &str) {
+    let mut batch = Vec::new();
+    Op {
+        kind: OP_SET,
+        request,
+        version,
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+    }
+    .append_to(&mut batch);
+    let ops = KvOps {
+        target: NO_NODE,
+        ops: &batch,
+    };
+    kv.on_message(io, 1, Message::KvOps(ops));
+    kv.on_flush(io);
+}
+
+fn get(io: &mut Recorder, kv: &mut Kv, key: &str) -> (u8, u64, Vec<u8>) {
+    let mut batch = Vec::new();
+    Op {
+        kind: OP_GET,
+        request: 99,
+        version: 0,
+        key: key.as_bytes(),
+        value: b"",
+    }
+    .append_to(&mut batch);
+    let ops = KvOps {
+        target: NO_NODE,
+        ops: &batch,
+    };
+    kv.on_message(io, 1, Message::KvOps(ops));
+    kv.on_flush(io);
+    let (request, status, version, value) = io.results.pop().expect("a result");
+    assert_eq!(request, 99);
+    (status, version, value)
+}
+
+#[test]
+fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
+    let disk = Disk::new(1);
+    let mut io = Recorder::default();
+    let mut kv = worker(&disk, &io, u64::MAX);
+    kv.on_start(&mut io);
+    kv.on_peer_up(&mut io, 1);
+    io.events.borrow_mut().clear();
+    set(&mut io, &mut kv, 5, 100, "a", "1");
+    assert_eq!(*io.events.borrow(), ["append", "commit", "results sent"]);
+    // The greeting went out first, with version 0 (nothing held yet).
+    assert_eq!(io.results[0], (REQUEST_HELLO, STATUS_OK, 0, Vec::new()));
+    set(&mut io, &mut kv, 6, 101, "b", "2");
+    set(&mut io, &mut kv, 7, 102, "a", "3");
+    drop(kv);
+    // Restarted on the same disk (everything was synced: nothing is lost).
+    let mut io = Recorder::default();
+    let mut kv = worker(&disk, &io, u64::MAX);
+    kv.on_start(&mut io);
+    kv.on_peer_up(&mut io, 1);
+    kv.on_flush(&mut io);
+    assert_eq!(io.results[0], (REQUEST_HELLO, STATUS_OK, 102, Vec::new()));
+    assert_eq!(get(&mut io, &mut kv, "a"), (STATUS_VALUE, 102, b"3".to_vec()));
+    assert_eq!(get(&mut io, &mut kv, "b"), (STATUS_VALUE, 101, b"2".to_vec()));
+}
+
+#[test]
+fn a_worker_rewrites_a_log_that_outgrew_its_live_data() {
+    let disk = Disk::new(2);
+    let mut io = Recorder::default();
+    let mut kv = worker(&disk, &io, 1024);
+    kv.on_start(&mut io);
+    // One key overwritten 200 times: the log holds 200 records, the live data one.
+    for version in 1..=200 {
+        set(&mut io, &mut kv, version, version, "key", &format!("value {version}"));
+    }
+    let Kv::Worker(w) = &kv else { unreachable!() };
+    let before = w.log_bytes();
+    assert!(before > 200 * 20, "{before}");
+    io.now += 10_000;
+    kv.on_timer(&mut io, Timer(1)); // starts the rewrite
+    kv.on_timer(&mut io, Timer(1)); // copies the key and finishes
+    assert!(io.events.borrow().contains(&"rewritten"));
+    let Kv::Worker(w) = &kv else { unreachable!() };
+    let after = w.log_bytes();
+    assert!(after < 100, "rewritten log: {after} bytes (was {before})");
+    drop(kv);
+    let mut io = Recorder::default();
+    let mut kv = worker(&disk, &io, 1024);
+    kv.on_start(&mut io);
+    assert_eq!(
+        get(&mut io, &mut kv, "key"),
+        (STATUS_VALUE, 200, b"value 200".to_vec())
+    );
+}
