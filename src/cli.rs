@@ -495,9 +495,7 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
             let fsync = match matches.opt_str("fsync") {
                 None => None,
                 Some(text) => Some(crate::journal::Fsync::parse(&text).ok_or_else(|| {
-                    Exit::Usage(format!(
-                        "--fsync {text:?}: expected always, everysec or no"
-                    ))
+                    Exit::Usage(format!("--fsync {text:?}: expected always, everysec or no"))
                 })?),
             };
             Box::new(move |seed| {

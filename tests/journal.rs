@@ -46,7 +46,10 @@ fn a_log_survives_reopening() {
     assert_eq!(dropped, 0);
     assert_eq!(
         seen,
-        [(1, b"a".to_vec(), Some(b"1".to_vec())), (2, b"b".to_vec(), None)]
+        [
+            (1, b"a".to_vec(), Some(b"1".to_vec())),
+            (2, b"b".to_vec(), None)
+        ]
     );
     write(&mut journal, 3, "c", Some("3"));
     journal.commit(0).unwrap();
@@ -60,7 +63,12 @@ fn a_torn_tail_is_truncated_and_the_log_continues_after_it() {
     let dir = common::scratch_dir("journal-torn");
     let (mut journal, _, _) = open_and_replay(&dir);
     for version in 1..=10 {
-        write(&mut journal, version, &format!("key{version}"), Some("value"));
+        write(
+            &mut journal,
+            version,
+            &format!("key{version}"),
+            Some("value"),
+        );
     }
     journal.commit(0).unwrap();
     drop(journal);

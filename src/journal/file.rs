@@ -153,11 +153,15 @@ impl Journal for FileJournal {
                 }
                 info!("warning: {}: torn header, starting it over", path.display());
             }
-            self.file.set_len(0).map_err(context("cannot truncate", &path))?;
+            self.file
+                .set_len(0)
+                .map_err(context("cannot truncate", &path))?;
             self.file
                 .write_all(&fresh)
                 .map_err(context("cannot write", &path))?;
-            self.file.sync_all().map_err(context("cannot sync", &path))?;
+            self.file
+                .sync_all()
+                .map_err(context("cannot sync", &path))?;
             self.bytes = HEADER_BYTES as u64;
             return Ok(Replayed::default());
         }
@@ -180,7 +184,9 @@ impl Journal for FileJournal {
             self.file
                 .set_len(valid)
                 .map_err(context("cannot truncate", &path))?;
-            self.file.sync_all().map_err(context("cannot sync", &path))?;
+            self.file
+                .sync_all()
+                .map_err(context("cannot sync", &path))?;
         }
         self.bytes = valid;
         Ok(replayed)
@@ -203,12 +209,17 @@ impl Journal for FileJournal {
         match self.policy {
             Fsync::Always => {
                 let path = self.path();
-                self.file.sync_data().map_err(context("cannot sync", &path))?;
+                self.file
+                    .sync_data()
+                    .map_err(context("cannot sync", &path))?;
                 self.unsynced = false;
             }
             Fsync::EverySec if now.saturating_sub(self.last_sync) >= EVERYSEC_US => {
                 let path = self.path();
-                let handle = self.file.try_clone().map_err(context("cannot dup", &path))?;
+                let handle = self
+                    .file
+                    .try_clone()
+                    .map_err(context("cannot dup", &path))?;
                 if let Some(syncer) = &self.syncer {
                     // Full: a sync is still running; the next commit asks again.
                     if syncer.try_send(handle).is_ok() {

@@ -190,7 +190,10 @@ fn simulate(options: &Options) -> Report {
         let back = at + uniform(&mut rng, 1_000, 100_000);
         for node in 0..workers {
             schedule.push((at, Fault::Crash { node }));
-            schedule.push((back + rng.next_u32() as Micros % 2_000, Fault::Restart { node }));
+            schedule.push((
+                back + rng.next_u32() as Micros % 2_000,
+                Fault::Restart { node },
+            ));
         }
         schedule.sort_by_key(|(at, _)| *at);
     }

@@ -427,7 +427,10 @@ impl Master {
     fn receive_results(&mut self, io: &mut impl Io, from: NodeId, results: &KvResults<'_>) {
         for result in results.iter() {
             if result.request == REQUEST_HELLO {
-                info!("master: worker {from} holds versions up to {}", result.version);
+                info!(
+                    "master: worker {from} holds versions up to {}",
+                    result.version
+                );
                 self.raise_version(result.version);
                 continue;
             }

@@ -185,7 +185,12 @@ fn a_replica_missing_the_key_is_repaired_and_a_newer_deletion_wins() {
     let (io, _) = read([(STATUS_NIL, 12, ""), (STATUS_VALUE, 9, "v")]);
     assert_eq!(io.replies, [(7, "Bulk(None)".to_string())]);
     assert_eq!(
-        (io.ops[0].to, io.ops[0].kind, io.ops[0].version, &io.ops[0].value[..]),
+        (
+            io.ops[0].to,
+            io.ops[0].kind,
+            io.ops[0].version,
+            &io.ops[0].value[..]
+        ),
         (1, OP_PUT, 12, &b"\x00"[..])
     );
 }
@@ -319,8 +324,14 @@ fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
     kv.on_peer_up(&mut io, 1);
     kv.on_flush(&mut io);
     assert_eq!(io.results[0], (REQUEST_HELLO, STATUS_OK, 102, Vec::new()));
-    assert_eq!(get(&mut io, &mut kv, "a"), (STATUS_VALUE, 102, b"3".to_vec()));
-    assert_eq!(get(&mut io, &mut kv, "b"), (STATUS_VALUE, 101, b"2".to_vec()));
+    assert_eq!(
+        get(&mut io, &mut kv, "a"),
+        (STATUS_VALUE, 102, b"3".to_vec())
+    );
+    assert_eq!(
+        get(&mut io, &mut kv, "b"),
+        (STATUS_VALUE, 101, b"2".to_vec())
+    );
 }
 
 #[test]
@@ -331,7 +342,14 @@ fn a_worker_rewrites_a_log_that_outgrew_its_live_data() {
     kv.on_start(&mut io);
     // One key overwritten 200 times: the log holds 200 records, the live data one.
     for version in 1..=200 {
-        set(&mut io, &mut kv, version, version, "key", &format!("value {version}"));
+        set(
+            &mut io,
+            &mut kv,
+            version,
+            version,
+            "key",
+            &format!("value {version}"),
+        );
     }
     let Kv::Worker(w) = &kv else { unreachable!() };
     let before = w.log_bytes();

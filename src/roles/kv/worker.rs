@@ -150,7 +150,10 @@ impl Worker {
 
     /// Bytes in the log (0 without one).
     pub fn log_bytes(&self) -> u64 {
-        self.durable.journal.as_ref().map_or(0, |journal| journal.bytes())
+        self.durable
+            .journal
+            .as_ref()
+            .map_or(0, |journal| journal.bytes())
     }
 
     pub fn keys(&self) -> usize {
@@ -243,7 +246,13 @@ impl Worker {
             version: 0,
             value,
         };
-        append_result(&mut self.results, io, self.master, &mut self.durable, result);
+        append_result(
+            &mut self.results,
+            io,
+            self.master,
+            &mut self.durable,
+            result,
+        );
     }
 
     fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
