@@ -20,6 +20,9 @@
 //! - kv: redis-benchmark SET and GET (-P 1 and -P 16, 50 clients) against pollen kv (2 workers,
 //!   2 replicas) and against a redis-server the harness starts (no persistence), interleaved in
 //!   the same run; the ratio of medians. Skipped with a note if either program is missing.
+//! - kv-durable: redis-benchmark SET (-P 1 and -P 16, 50 clients) against pollen kv whose
+//!   workers log to `--data-dir` with `--fsync everysec` and `always`, and against redis-server
+//!   with `appendonly yes` and the same `appendfsync`, both logging to the same file system.
 //! - alloc: heap allocations per delivered message over a 1 s window mid-send, gossip and ring
 //!   in this process under a counting global allocator (`tests/support/alloc_probe.rs`).
 
@@ -111,9 +114,17 @@ fn main() {
         rows.extend(bench_ring(&out_dir));
     }
     if wanted("kv") {
-        match bench_kv(&out_dir) {
+        match bench_kv(&out_dir, None) {
             Ok(kv) => rows.extend(kv),
             Err(note) => notes.push(note),
+        }
+    }
+    if wanted("kv-durable") {
+        for fsync in ["everysec", "always"] {
+            match bench_kv(&out_dir, Some(fsync)) {
+                Ok(kv) => rows.extend(kv),
+                Err(note) => notes.push(note),
+            }
         }
     }
     if wanted("alloc") {
@@ -324,8 +335,10 @@ fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// kv rows: pollen kv and redis-server under the same redis-benchmark, interleaved per run.
-fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
+/// kv rows: pollen kv and redis-server under the same redis-benchmark, interleaved per run;
+/// with `fsync`, both log every write (pollen `--data-dir`, redis `appendonly yes`) with that
+/// policy and only SET is measured.
+fn bench_kv(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
     for program in ["redis-benchmark", "redis-server"] {
         let found = Command::new(program)
             .arg("--version")
@@ -347,9 +360,24 @@ fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
         format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
     )
     .expect("write peers file");
+    let data = dir.join("kv-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("create the data dir");
     let mut children: Vec<Child> = Vec::new();
-    for port in &ports[..2] {
-        children.push(kv_spawn(&["slave", &port.to_string()], &peers));
+    for (index, port) in ports[..2].iter().enumerate() {
+        let data_dir = data.join(format!("worker-{index}"));
+        let mut args = vec!["slave".to_string(), port.to_string()];
+        if let Some(fsync) = fsync {
+            let data_dir = data_dir.to_string_lossy().into_owned();
+            args.extend([
+                "--data-dir".into(),
+                data_dir,
+                "--fsync".into(),
+                fsync.into(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        children.push(kv_spawn(&args, &peers));
     }
     children.push(kv_spawn(
         &[
@@ -363,21 +391,35 @@ fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
         ],
         &peers,
     ));
+    let persistence: Vec<String> = match fsync {
+        None => vec!["--appendonly".into(), "no".into()],
+        Some(fsync) => vec![
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            fsync.into(),
+            "--dir".into(),
+            data.to_string_lossy().into_owned(),
+        ],
+    };
     children.push(
         Command::new("redis-server")
-            .args([
-                "--port",
-                &ports[4].to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &ports[4].to_string(), "--save", ""])
+            .args(&persistence)
             .args(["--bind", "127.0.0.1"])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn redis-server"),
     );
+    let (part, tests) = match fsync {
+        None => ("kv".to_string(), "set,get"),
+        Some(fsync) => (format!("kv fsync {fsync}"), "set"),
+    };
+    let commands: &[&str] = if tests == "set" {
+        &["SET"]
+    } else {
+        &["SET", "GET"]
+    };
     let outcome = (|| {
         wait_until_set_works(ports[3])?;
         wait_until_set_works(ports[4])?;
@@ -386,25 +428,29 @@ fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
             let mut table: HashMap<(&str, &str), Row> = HashMap::new();
             for run in 1..=RUNS {
                 for (server, port) in [("pollen", ports[3]), ("redis", ports[4])] {
-                    eprintln!("kv: {server} -P {pipeline}, run {run}/{RUNS} ...");
-                    let (set, get) = redis_benchmark(port, pipeline)?;
+                    eprintln!("{part}: {server} -P {pipeline}, run {run}/{RUNS} ...");
+                    let (set, get) = redis_benchmark(port, pipeline, tests)?;
                     eprintln!("  SET {set:.0}/s, GET {get:.0}/s");
                     for (command, rate) in [("SET", set), ("GET", get)] {
+                        if !commands.contains(&command) {
+                            continue;
+                        }
                         table
                             .entry((server, command))
                             .or_insert_with(|| {
-                                Row::new(format!("kv {server} {command} -P {pipeline}"), "req/s")
+                                let name = format!("{part} {server} {command} -P {pipeline}");
+                                Row::new(name, "req/s")
                             })
                             .samples
                             .push(rate);
                     }
                 }
             }
-            for command in ["SET", "GET"] {
+            for &command in commands {
                 let pollen = table.remove(&("pollen", command)).expect("row");
                 let redis = table.remove(&("redis", command)).expect("row");
                 let mut ratio = Row::new(
-                    format!("kv {command} -P {pipeline}: pollen ÷ redis, medians"),
+                    format!("{part} {command} -P {pipeline}: pollen ÷ redis, medians"),
                     "×",
                 );
                 ratio.samples.push(pollen.median() / redis.median());
@@ -417,6 +463,7 @@ fn bench_kv(dir: &Path) -> Result<Vec<Row>, String> {
         let _ = child.kill();
         let _ = child.wait();
     }
+    let _ = std::fs::remove_dir_all(&data);
     outcome
 }
 
@@ -453,8 +500,9 @@ fn wait_until_set_works(port: u16) -> Result<(), String> {
     ))
 }
 
-/// `redis-benchmark -t set,get`: (SET, GET) requests per second.
-fn redis_benchmark(port: u16, pipeline: u32) -> Result<(f64, f64), String> {
+/// `redis-benchmark -t TESTS` (set or set,get): (SET, GET) requests per second (GET 0 when
+/// not measured).
+fn redis_benchmark(port: u16, pipeline: u32, tests: &str) -> Result<(f64, f64), String> {
     let requests = if pipeline == 1 { 100_000 } else { 1_000_000 };
     let output = Command::new("redis-benchmark")
         .args([
@@ -463,7 +511,7 @@ fn redis_benchmark(port: u16, pipeline: u32) -> Result<(f64, f64), String> {
             "-p",
             &port.to_string(),
             "-t",
-            "set,get",
+            tests,
             "-c",
             "50",
         ])
@@ -486,6 +534,7 @@ fn redis_benchmark(port: u16, pipeline: u32) -> Result<(f64, f64), String> {
     };
     match (rate("SET:"), rate("GET:")) {
         (Some(set), Some(get)) => Ok((set, get)),
+        (Some(set), None) if tests == "set" => Ok((set, 0.0)),
         _ => Err(format!("redis-benchmark gave no rates: {text}")),
     }
 }
