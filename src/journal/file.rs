@@ -4,7 +4,9 @@
 //!
 //! `everysec` syncs on a helper thread (as Redis's bio does), so that a slow disk stalls the
 //! thread, not the event loop; the thread only ever calls `sync_data` on a duplicate handle.
-//! `always` syncs on the loop, before acknowledgements leave.
+//! `always` syncs on the loop, before acknowledgements leave. A rewrite's new log is synced by
+//! the helper every `REWRITE_SYNC_BYTES` as it is written, so that the sync before the rename,
+//! on the loop, finds little left to write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,13 +19,17 @@ use crate::node::Micros;
 
 const LOG: &str = "appendonly.pollen";
 const REWRITE: &str = "appendonly.pollen.rewrite";
-/// Buffered bytes written out even before a commit (a rewrite step, a large batch).
+/// Initial capacity of the append buffers.
 const BUFFER_BYTES: usize = 1 << 20;
+/// A rewrite's new log is synced in the background each time this much more was written.
+const REWRITE_SYNC_BYTES: u64 = 8 << 20;
 
 struct Rewrite {
     file: File,
     buffer: Vec<u8>,
     bytes: u64,
+    /// `bytes` when the helper was last asked to sync the new log.
+    synced_at: u64,
 }
 
 pub struct FileJournal {
@@ -37,8 +43,8 @@ pub struct FileJournal {
     /// Written since the last sync.
     unsynced: bool,
     last_sync: Micros,
-    /// `everysec`: duplicate handles to sync, to the helper thread.
-    syncer: Option<mpsc::SyncSender<File>>,
+    /// Duplicate handles to sync, to the helper thread.
+    syncer: mpsc::SyncSender<File>,
     rewrite: Option<Rewrite>,
 }
 
@@ -74,20 +80,17 @@ impl FileJournal {
             .create(true)
             .open(&path)
             .map_err(context("cannot open", &path))?;
-        let syncer = (policy == Fsync::EverySec).then(|| {
-            let (sender, receiver) = mpsc::sync_channel::<File>(1);
-            std::thread::Builder::new()
-                .name("fsync".into())
-                .spawn(move || {
-                    for file in receiver {
-                        if let Err(error) = file.sync_data() {
-                            info!("warning: background fsync failed: {error}");
-                        }
+        let (syncer, receiver) = mpsc::sync_channel::<File>(1);
+        std::thread::Builder::new()
+            .name("fsync".into())
+            .spawn(move || {
+                for file in receiver {
+                    if let Err(error) = file.sync_data() {
+                        info!("warning: background fsync failed: {error}");
                     }
-                })
-                .expect("spawn the fsync thread");
-            sender
-        });
+                }
+            })
+            .map_err(|error| format!("cannot start the fsync thread: {error}"))?;
         Ok(FileJournal {
             dir: dir.to_path_buf(),
             policy,
@@ -124,6 +127,15 @@ impl FileJournal {
                 .write_all(&rewrite.buffer)
                 .map_err(context("cannot write", &path))?;
             rewrite.buffer.clear();
+            if rewrite.bytes - rewrite.synced_at >= REWRITE_SYNC_BYTES {
+                let handle = rewrite
+                    .file
+                    .try_clone()
+                    .map_err(context("cannot dup", &path))?;
+                if self.syncer.try_send(handle).is_ok() {
+                    rewrite.synced_at = rewrite.bytes;
+                }
+            }
         }
         Ok(())
     }
@@ -220,12 +232,10 @@ impl Journal for FileJournal {
                     .file
                     .try_clone()
                     .map_err(context("cannot dup", &path))?;
-                if let Some(syncer) = &self.syncer {
-                    // Full: a sync is still running; the next commit asks again.
-                    if syncer.try_send(handle).is_ok() {
-                        self.unsynced = false;
-                        self.last_sync = now;
-                    }
+                // Full: a sync is still running; the next commit asks again.
+                if self.syncer.try_send(handle).is_ok() {
+                    self.unsynced = false;
+                    self.last_sync = now;
                 }
             }
             Fsync::EverySec | Fsync::No => {}
@@ -253,6 +263,7 @@ impl Journal for FileJournal {
             file,
             buffer: Vec::with_capacity(BUFFER_BYTES),
             bytes: HEADER_BYTES as u64,
+            synced_at: 0,
         });
         Ok(())
     }

@@ -24,6 +24,7 @@
 
 pub mod master;
 pub mod placement;
+pub mod store;
 pub mod worker;
 
 #[cfg(test)]

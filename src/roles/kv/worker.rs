@@ -11,9 +11,8 @@
 //! it missed while down. When the log outgrows `REWRITE_FACTOR` × the live data (and the
 //! configured minimum), it is rewritten from the store a bounded step per tick.
 
-use std::collections::HashMap;
-
 use super::placement::{HashRing, REPLICAS_MAX};
+use super::store::Store;
 use crate::journal::{Journal, Record};
 use crate::node::{Io, NodeId, Timer};
 use crate::wire::kv::{
@@ -23,12 +22,6 @@ use crate::wire::kv::{
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message};
 use crate::{debug, info};
-
-/// A stored version: `None` is a deletion (kept so that an older transfer cannot revive it).
-struct Entry {
-    version: u64,
-    value: Option<Box<[u8]>>,
-}
 
 /// Batches are sent before they could outgrow a frame.
 const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 16 - KEY_BYTES_MAX - VALUE_BYTES_MAX;
@@ -43,10 +36,11 @@ pub const REWRITE_FACTOR: u64 = 2;
 /// Bytes of live data a rewrite writes per tick (100 MiB/s at most, in 1 MiB steps).
 const REWRITE_BYTES_PER_STEP: usize = 1 << 20;
 
-/// Keys still to examine for one membership change (or to copy into a rewritten log).
-struct Transfer {
-    keys: Vec<Box<[u8]>>,
+/// A walk over the store's positions `at..end` (a membership change's transfer, or a log
+/// rewrite); items added after it started lie past `end`.
+struct Walk {
     at: usize,
+    end: usize,
 }
 
 /// The worker's log, if it has one.
@@ -56,9 +50,7 @@ struct Durable {
     failed: bool,
     /// Logs smaller than this are not rewritten.
     rewrite_min: u64,
-    rewrite: Option<Transfer>,
-    /// Bytes the live data takes as log records (what a rewrite would write).
-    live_bytes: u64,
+    rewrite: Option<Walk>,
 }
 
 impl Durable {
@@ -93,7 +85,7 @@ impl Durable {
 pub struct Worker {
     node: NodeId,
     master: NodeId,
-    store: HashMap<Box<[u8]>, Entry>,
+    store: Store,
     replicas: usize,
     members: Vec<NodeId>,
     ring: HashRing,
@@ -101,7 +93,7 @@ pub struct Worker {
     results: Vec<u8>,
     /// Per target worker: PUTs waiting to go (through the master).
     outgoing: Vec<Vec<u8>>,
-    transfer: Option<Transfer>,
+    transfer: Option<Walk>,
     /// Scratch for a PUT's value.
     scratch: Vec<u8>,
     durable: Durable,
@@ -115,7 +107,7 @@ impl Worker {
         Worker {
             node,
             master: workers,
-            store: HashMap::new(),
+            store: Store::default(),
             replicas: 1,
             members: Vec::new(),
             ring: HashRing::default(),
@@ -129,7 +121,6 @@ impl Worker {
                 failed: false,
                 rewrite_min: 0,
                 rewrite: None,
-                live_bytes: 0,
             },
             max_version: 0,
             sent_keys: 0,
@@ -157,10 +148,7 @@ impl Worker {
     }
 
     pub fn keys(&self) -> usize {
-        self.store
-            .values()
-            .filter(|entry| entry.value.is_some())
-            .count()
+        self.store.present()
     }
 
     pub fn on_start(&mut self, io: &mut impl Io) {
@@ -168,13 +156,9 @@ impl Worker {
         let Some(mut journal) = self.durable.journal.take() else {
             return;
         };
-        let (store, live_bytes, max_version) = (
-            &mut self.store,
-            &mut self.durable.live_bytes,
-            &mut self.max_version,
-        );
+        let (store, max_version) = (&mut self.store, &mut self.max_version);
         let replayed = journal.replay(&mut |record| {
-            store_write(store, live_bytes, record);
+            store.write(record);
             *max_version = (*max_version).max(record.version);
         });
         self.durable.journal = Some(journal);
@@ -323,7 +307,7 @@ impl Worker {
             key,
             value,
         };
-        if store_write(&mut self.store, &mut self.durable.live_bytes, record) {
+        if self.store.write(record) {
             self.durable.append(&record);
             self.max_version = self.max_version.max(version);
         }
@@ -340,35 +324,31 @@ impl Worker {
         }
         let Some(mut rewrite) = durable.rewrite.take() else {
             let bytes = journal.bytes();
-            if bytes >= durable.rewrite_min && bytes >= REWRITE_FACTOR * durable.live_bytes {
+            let live = self.store.live_bytes();
+            if bytes >= durable.rewrite_min && bytes >= REWRITE_FACTOR * live {
                 info!(
-                    "worker {}: rewriting the log ({bytes} bytes, {} live)",
-                    self.node, durable.live_bytes
+                    "worker {}: rewriting the log ({bytes} bytes, {live} live)",
+                    self.node
                 );
                 if let Err(error) = journal.rewrite_begin() {
                     durable.fail(io, &error);
                     return;
                 }
-                let keys = self.store.keys().cloned().collect();
-                durable.rewrite = Some(Transfer { keys, at: 0 });
+                let end = self.store.len();
+                durable.rewrite = Some(Walk { at: 0, end });
             }
             return;
         };
+        // An item's current version: writes since the walk began are in the new log already,
+        // and copying the same version twice is harmless.
         let mut written = 0;
-        while rewrite.at < rewrite.keys.len() && written < REWRITE_BYTES_PER_STEP {
-            let key: &[u8] = &rewrite.keys[rewrite.at];
+        while rewrite.at < rewrite.end && written < REWRITE_BYTES_PER_STEP {
+            let record = self.store.item(rewrite.at).record();
             rewrite.at += 1;
-            if let Some(entry) = self.store.get(key) {
-                let record = Record {
-                    version: entry.version,
-                    key,
-                    value: entry.value.as_deref(),
-                };
-                journal.rewrite_append(&record);
-                written += record.encoded_len();
-            }
+            journal.rewrite_append(&record);
+            written += record.encoded_len();
         }
-        if rewrite.at < rewrite.keys.len() {
+        if rewrite.at < rewrite.end {
             durable.rewrite = Some(rewrite);
             return;
         }
@@ -387,8 +367,9 @@ impl Worker {
     fn stats(&self) -> KvStats {
         let mut stats = KvStats::default();
         let mut replicas = [0; REPLICAS_MAX];
-        for (key, entry) in &self.store {
-            if entry.value.is_none() {
+        for item in self.store.iter() {
+            let key = &item.key;
+            if item.value.is_none() {
                 continue;
             }
             stats.keys += 1;
@@ -415,15 +396,14 @@ impl Worker {
         self.members.retain(|&member| member < self.master);
         self.ring = HashRing::new(&self.members);
         // Every key, against the new placement (a transfer in progress is superseded: its
-        // remaining keys are in this snapshot too).
-        let keys: Vec<Box<[u8]>> = self.store.keys().cloned().collect();
+        // remaining keys are in this walk too). Keys that arrive later were written to their
+        // new replicas by the master, or are being sent to them by every other holder.
+        let end = self.store.len();
         debug!(
-            "worker {}: epoch {}, {} keys to examine",
-            self.node,
-            self.epoch,
-            keys.len()
+            "worker {}: epoch {}, {end} keys to examine",
+            self.node, self.epoch
         );
-        self.transfer = Some(Transfer { keys, at: 0 });
+        self.transfer = Some(Walk { at: 0, end });
     }
 
     /// Examines the next keys of a transfer and queues PUTs for the replicas that need them.
@@ -431,18 +411,19 @@ impl Worker {
         let Some(mut transfer) = self.transfer.take() else {
             return;
         };
-        let end = (transfer.at + TRANSFER_KEYS_PER_STEP).min(transfer.keys.len());
+        let end = (transfer.at + TRANSFER_KEYS_PER_STEP).min(transfer.end);
         while transfer.at < end {
             if io.send_space(self.master) < TRANSFER_BATCH_BYTES {
                 break; // resumed on_writable or on the next tick
             }
-            let key: &[u8] = &transfer.keys[transfer.at];
+            let entry = self.store.item(transfer.at);
+            let key: &[u8] = &entry.key;
             transfer.at += 1;
             let mut targets = [0; REPLICAS_MAX];
             let count = self.targets(key, &mut targets);
-            let Some(entry) = self.store.get(key).filter(|_| count > 0) else {
+            if count == 0 {
                 continue;
-            };
+            }
             // A PUT's value is a presence byte then the value: tombstones travel too.
             self.scratch.clear();
             match &entry.value {
@@ -469,7 +450,7 @@ impl Worker {
                 self.sent_keys += 1;
             }
         }
-        if transfer.at < transfer.keys.len() {
+        if transfer.at < transfer.end {
             self.transfer = Some(transfer);
         } else {
             debug!(
@@ -522,37 +503,6 @@ fn send_batch(io: &mut impl Io, master: NodeId, target: NodeId, batch: &mut Vec<
     if io.send(master, &message) {
         batch.clear();
     }
-}
-
-/// Stores a version if it is newer than (or as new as) what is held; whether it did.
-fn store_write(
-    store: &mut HashMap<Box<[u8]>, Entry>,
-    live_bytes: &mut u64,
-    record: Record<'_>,
-) -> bool {
-    let size = |value: &Option<Box<[u8]>>| {
-        let value = value.as_deref();
-        Record { value, ..record }.encoded_len() as u64
-    };
-    let value = record.value.map(Box::from);
-    if let Some(entry) = store.get_mut(record.key) {
-        if record.version < entry.version {
-            return false;
-        }
-        *live_bytes = *live_bytes - size(&entry.value) + size(&value);
-        entry.version = record.version;
-        entry.value = value;
-        return true;
-    }
-    *live_bytes += size(&value);
-    store.insert(
-        Box::from(record.key),
-        Entry {
-            version: record.version,
-            value,
-        },
-    );
-    true
 }
 
 /// Sends the results batched so far — once the writes they acknowledge are committed.
