@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
 #
-#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [--perf N] [-- ROLE ARGS...]
+#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [--perf N] [--data-dir DIR [--fsync P]]
+#                    [-- ROLE ARGS...]
 #
 # ROLE is gossip (default), ring or kv; NODES defaults to 4 (ring and kv: workers, plus a
 # master). gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master
 # and default to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]); kv's go
 # to the master (e.g. --replicas 3). kv drops you into the master's REPL (Redis clients on
 # the port it prints); --smoke runs a scripted session instead and checks the answers.
+# kv --data-dir DIR gives worker N the log DIR/worker-N (kept across runs: start again with the
+# same DIR and the data is back), synced per --fsync always|everysec|no (default everysec).
 # lamport runs NODES machines for --duration SECS (default 60) with vector clocks, then writes
 # analysis.md, plots/*.svg and a ShiViz log next to the machines' logs.
 # --perf N builds the `profiling` profile with frame pointers and records node N (0-based, a
@@ -29,6 +32,8 @@ nodes=4
 smoke=0
 duration=60
 perf_node=
+data_dir=
+fsync=
 role_args=()
 if [[ $# -gt 0 && $1 != -* ]]; then
   role=$1
@@ -40,6 +45,8 @@ while [[ $# -gt 0 ]]; do
     --smoke) smoke=1; shift ;;
     --duration) [[ $# -ge 2 ]] || usage; duration=$2; shift 2 ;;
     --perf) [[ $# -ge 2 ]] || usage; perf_node=$2; shift 2 ;;
+    --data-dir) [[ $# -ge 2 ]] || usage; data_dir=$2; shift 2 ;;
+    --fsync) [[ $# -ge 2 ]] || usage; fsync=$2; shift 2 ;;
     --help) usage 0 ;;
     --) shift; role_args=("$@"); break ;;
     *) echo "run_cluster.sh: unknown option $1" >&2; usage ;;
@@ -49,6 +56,14 @@ done
   echo "run_cluster.sh: -n must be 1..256" >&2
   exit 2
 }
+if [[ ( -n $data_dir || -n $fsync ) && $role != kv ]]; then
+  echo "run_cluster.sh: --data-dir and --fsync are for kv" >&2
+  exit 2
+fi
+if [[ -n $fsync && -z $data_dir ]]; then
+  echo "run_cluster.sh: --fsync needs --data-dir" >&2
+  exit 2
+fi
 case $role in
   gossip) [[ ${#role_args[@]} -gt 0 ]] || role_args=(--send-for 3 --wait-for 2) ;;
   ring) [[ ${#role_args[@]} -gt 0 ]] || role_args=(2000000 1000000 0 --window 64) ;;
@@ -120,7 +135,10 @@ while read -r address; do
   case $role in
     gossip) args=(gossip -h 127.0.0.1 -p "$port" --peer-config-file "$peers" "${role_args[@]}") ;;
     ring) args=(ring slave 127.0.0.1 "$port" --peer-config-file "$peers") ;;
-    kv) args=(kv slave "$port" --peer-config-file "$peers") ;;
+    kv)
+      args=(kv slave "$port" --peer-config-file "$peers")
+      [[ -z $data_dir ]] || args+=(--data-dir "$data_dir/worker-$index" --fsync "${fsync:-everysec}")
+      ;;
     lamport) args=(lamport -p "$port" --peer-config-file "$peers" --duration "$duration" --vector
       --log "$run_dir/machine-$index.csv" "${role_args[@]}") ;;
   esac

@@ -783,6 +783,24 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         return Err(Exit::Usage("--replicas must be 1..=8".to_string()));
     }
     let resp_port: u16 = number(&matches, "resp-port", 7379)?;
+    let fsync = matches.opt_str("fsync").unwrap_or("everysec".to_string());
+    let fsync = crate::journal::Fsync::parse(&fsync).ok_or_else(|| {
+        Exit::Usage(format!(
+            "kv: --fsync {fsync:?}: expected always, everysec or no"
+        ))
+    })?;
+    let rewrite_min: u64 = number(&matches, "rewrite-min", 64 << 20)?;
+    let data_dir = matches.opt_str("data-dir");
+    if data_dir.is_none() && (matches.opt_present("fsync") || matches.opt_present("rewrite-min")) {
+        return Err(Exit::Usage(
+            "kv: --fsync and --rewrite-min need --data-dir".to_string(),
+        ));
+    }
+    if is_master && data_dir.is_some() {
+        return Err(Exit::Usage(
+            "kv: --data-dir is for workers (the master keeps no data)".to_string(),
+        ));
+    }
     let peers_path = matches
         .opt_str("peer-config-file")
         .unwrap_or("peers.json".to_string());
@@ -806,19 +824,6 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
     } else {
         None
     };
-    let fsync = matches.opt_str("fsync").unwrap_or("everysec".to_string());
-    let fsync = crate::journal::Fsync::parse(&fsync).ok_or_else(|| {
-        Exit::Usage(format!(
-            "kv: --fsync {fsync:?}: expected always, everysec or no"
-        ))
-    })?;
-    let rewrite_min: u64 = number(&matches, "rewrite-min", 64 << 20)?;
-    let data_dir = matches.opt_str("data-dir");
-    if is_master && data_dir.is_some() {
-        return Err(Exit::Usage(
-            "kv: --data-dir is for workers (the master keeps no data)".to_string(),
-        ));
-    }
     let mut role =
         crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT));
     if let Some(dir) = data_dir {

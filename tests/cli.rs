@@ -75,6 +75,13 @@ fn bad_arguments_exit_2_with_one_line() {
         "unexpected argument",
     );
     assert_usage_error(&["ports", "0"], "ports");
+    assert_usage_error(&["kv", "slave", "3000", "--fsync", "always"], "need --data-dir");
+    assert_usage_error(
+        &["kv", "slave", "3000", "--data-dir", "d", "--fsync", "sometimes"],
+        "expected always, everysec or no",
+    );
+    assert_usage_error(&["kv", "master", "3000", "--data-dir", "d"], "for workers");
+    assert_usage_error(&["sim", "kv", "--fsync", "often"], "--fsync");
     let _ = std::fs::remove_dir_all(dir);
 }
 
