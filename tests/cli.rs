@@ -75,9 +75,20 @@ fn bad_arguments_exit_2_with_one_line() {
         "unexpected argument",
     );
     assert_usage_error(&["ports", "0"], "ports");
-    assert_usage_error(&["kv", "slave", "3000", "--fsync", "always"], "need --data-dir");
     assert_usage_error(
-        &["kv", "slave", "3000", "--data-dir", "d", "--fsync", "sometimes"],
+        &["kv", "slave", "3000", "--fsync", "always"],
+        "need --data-dir",
+    );
+    assert_usage_error(
+        &[
+            "kv",
+            "slave",
+            "3000",
+            "--data-dir",
+            "d",
+            "--fsync",
+            "sometimes",
+        ],
         "expected always, everysec or no",
     );
     assert_usage_error(&["kv", "master", "3000", "--data-dir", "d"], "for workers");

@@ -28,6 +28,16 @@ impl Store {
 
     /// As `start`, with extra worker arguments (`{dir}`: a data dir per worker).
     fn start_with(name: &str, workers: usize, repl: bool, worker_args: &[&str]) -> Store {
+        let mut store = Store::new(name, workers, worker_args);
+        for worker in 0..workers {
+            store.start_worker(worker);
+        }
+        store.start_master(repl);
+        store
+    }
+
+    /// Ports, peers file and data dirs (`data-N`), nothing started.
+    fn new(name: &str, workers: usize, worker_args: &[&str]) -> Store {
         let dir = scratch_dir(name);
         let ports = free_ports(workers + 2);
         let text: String = ports[..workers]
@@ -36,31 +46,31 @@ impl Store {
             .collect();
         std::fs::write(dir.join("workers.txt"), text).unwrap();
         let resp_port = ports[workers + 1];
-        let mut store = Store {
+        Store {
             workers: (0..workers).map(|_| None).collect(),
             master: None,
             resp_port,
             dir,
             ports,
             worker_args: worker_args.iter().map(|a| a.to_string()).collect(),
-        };
-        for worker in 0..workers {
-            store.start_worker(worker);
         }
+    }
+
+    fn start_master(&mut self, repl: bool) {
+        let workers = self.workers.len();
         let mut args = vec![
             "master".to_string(),
-            store.ports[workers].to_string(),
+            self.ports[workers].to_string(),
             "--replicas".into(),
             "2".into(),
             "--resp-port".into(),
-            resp_port.to_string(),
+            self.resp_port.to_string(),
         ];
         if !repl {
             args.push("--no-repl".into());
         }
         let stdin = if repl { Stdio::piped() } else { Stdio::null() };
-        store.master = Some(store.spawn(&args, stdin, Stdio::null()));
-        store
+        self.master = Some(self.spawn(&args, stdin, Stdio::null()));
     }
 
     fn spawn(&self, args: &[String], stdin: Stdio, stderr: Stdio) -> Child {
@@ -459,6 +469,47 @@ fn a_restarted_worker_with_a_torn_log_catches_up_from_its_replica() {
         };
         assert_eq!(*value, wanted, "key:{key} from the restarted worker alone");
     }
+}
+
+/// Two replicas that disagree (logs written by hand: `k` at version 5 on worker 0, version 9 on
+/// worker 1): a read answers the newer value and repairs worker 0 (INFO counts it), which then
+/// serves the newer value alone.
+#[test]
+fn a_read_repairs_a_stale_replica() {
+    use pollen::journal::{Record, header};
+    let _serial = serial();
+    let mut store = Store::new("kv-repair", 2, &["--data-dir", "{dir}"]);
+    for (worker, version, value) in [(0, 5, "old"), (1, 9, "new")] {
+        let mut log = header().to_vec();
+        for (version, key, value) in [(version, "k", value), (3, "same", "equal")] {
+            let value = Some(value.as_bytes());
+            Record {
+                version,
+                key: key.as_bytes(),
+                value,
+            }
+            .append_to(&mut log);
+        }
+        let dir = store.dir.join(format!("data-{worker}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("appendonly.pollen"), log).unwrap();
+    }
+    // The master holds commands until its workers are up: the reads are the first thing the
+    // workers see after the membership, before any transfer could reconcile them.
+    store.start_master(false);
+    let mut client = store.connect();
+    client.send(&[b"GET", b"k"]);
+    client.send(&[b"GET", b"same"]);
+    std::thread::sleep(Duration::from_millis(100));
+    store.start_worker(0);
+    store.start_worker(1);
+    assert_eq!(client.read(), "new");
+    assert_eq!(client.read(), "equal");
+    let info = client.call(&["INFO"]);
+    assert!(info.contains("read_repairs:1\r\n"), "{info}");
+    store.kill_worker(1);
+    converge(&mut client, &|report| report.contains("worker 1 down"));
+    assert_eq!(client.call(&["GET", "k"]), "new");
 }
 
 #[test]

@@ -250,7 +250,6 @@ impl Journal for FileJournal {
     fn rewrite_begin(&mut self) -> Result<(), String> {
         let path = self.dir.join(REWRITE);
         let mut file = OpenOptions::new()
-            .write(true)
             .append(true)
             .create(true)
             .truncate(false)

@@ -250,7 +250,10 @@ mod tests {
         log
     }
 
-    fn replay_all(bytes: &[u8]) -> (Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, Replayed) {
+    /// (version, key, value) of each record replayed.
+    type Entries = Vec<(u64, Vec<u8>, Option<Vec<u8>>)>;
+
+    fn replay_all(bytes: &[u8]) -> (Entries, Replayed) {
         let mut seen = Vec::new();
         let replayed = replay(bytes, &mut |r: Record<'_>| {
             seen.push((r.version, r.key.to_vec(), r.value.map(<[u8]>::to_vec)))

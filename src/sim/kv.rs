@@ -272,23 +272,21 @@ fn simulate(options: &Options) -> Report {
 /// everything is back, must find every acknowledged write).
 fn stale_read_windows(schedule: &[(Micros, Fault)], replicas: usize) -> Vec<(Micros, Micros)> {
     const CATCH_UP_US: Micros = 500_000;
-    let mut crashed: Vec<Option<Micros>> = Vec::new();
+    let mut down: Vec<bool> = Vec::new();
     // (time, +1 at a crash / -1 once caught up)
     let mut edges: Vec<(Micros, i32)> = Vec::new();
     for &(at, ref fault) in schedule {
         match *fault {
             Fault::Crash { node } => {
-                crashed.resize(crashed.len().max(node + 1), None);
-                if crashed[node].is_none() {
-                    crashed[node] = Some(at);
+                down.resize(down.len().max(node + 1), false);
+                if !down[node] {
+                    down[node] = true;
                     edges.push((at, 1));
                 }
             }
-            Fault::Restart { node } => {
-                if crashed.get(node).copied().flatten().is_some() {
-                    crashed[node] = None;
-                    edges.push((at + CATCH_UP_US, -1));
-                }
+            Fault::Restart { node } if down.get(node) == Some(&true) => {
+                down[node] = false;
+                edges.push((at + CATCH_UP_US, -1));
             }
             _ => {}
         }
