@@ -263,16 +263,10 @@ fn worker(disk: &Rc<RefCell<Disk>>, io: &Recorder, rewrite_min: u64) -> Kv {
     Kv::new(0, 1, 1, None).with_journal(Box::new(journal), rewrite_min)
 }
 
-fn set(io: &mut Recorder, kv: &mut Kv, request: u64, version: u64, key: &str, value: &str) {
+/// One operation from the master (node 1) to the worker, and the end of the loop iteration.
+fn from_master(io: &mut Recorder, kv: &mut Kv, op: Op<'_>) {
     let mut batch = Vec::new();
-    Op {
-        kind: OP_SET,
-        request,
-        version,
-        key: key.as_bytes(),
-        value: value.as_bytes(),
-    }
-    .append_to(&mut batch);
+    op.append_to(&mut batch);
     let ops = KvOps {
         target: NO_NODE,
         ops: &batch,
@@ -281,22 +275,26 @@ fn set(io: &mut Recorder, kv: &mut Kv, request: u64, version: u64, key: &str, va
     kv.on_flush(io);
 }
 
+fn set(io: &mut Recorder, kv: &mut Kv, request: u64, version: u64, key: &str, value: &str) {
+    let op = Op {
+        kind: OP_SET,
+        request,
+        version,
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+    };
+    from_master(io, kv, op);
+}
+
 fn get(io: &mut Recorder, kv: &mut Kv, key: &str) -> (u8, u64, Vec<u8>) {
-    let mut batch = Vec::new();
-    Op {
+    let op = Op {
         kind: OP_GET,
         request: 99,
         version: 0,
         key: key.as_bytes(),
         value: b"",
-    }
-    .append_to(&mut batch);
-    let ops = KvOps {
-        target: NO_NODE,
-        ops: &batch,
     };
-    kv.on_message(io, 1, Message::KvOps(ops));
-    kv.on_flush(io);
+    from_master(io, kv, op);
     let (request, status, version, value) = io.results.pop().expect("a result");
     assert_eq!(request, 99);
     (status, version, value)

@@ -223,6 +223,17 @@ impl Worker {
         send_results(io, self.master, &mut self.results, &mut self.durable);
     }
 
+    /// Appends a result to the batch (sending the batch first if it would outgrow a frame).
+    fn push_result(&mut self, io: &mut impl Io, result: OpResult<'_>) {
+        append_result(
+            io,
+            self.master,
+            &mut self.results,
+            &mut self.durable,
+            result,
+        );
+    }
+
     fn result(&mut self, io: &mut impl Io, request: u64, status: u8, value: &[u8]) {
         let result = OpResult {
             request,
@@ -230,13 +241,7 @@ impl Worker {
             version: 0,
             value,
         };
-        append_result(
-            &mut self.results,
-            io,
-            self.master,
-            &mut self.durable,
-            result,
-        );
+        self.push_result(io, result);
     }
 
     fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
@@ -255,10 +260,11 @@ impl Worker {
                         version,
                         value,
                     };
+                    // (Not push_result: `value` borrows the store.)
                     append_result(
-                        &mut self.results,
                         io,
                         self.master,
+                        &mut self.results,
                         &mut self.durable,
                         result,
                     );
@@ -515,9 +521,9 @@ fn send_results(io: &mut impl Io, master: NodeId, results: &mut Vec<u8>, durable
 
 /// Appends a result to the batch, sending the batch first if it would outgrow a frame.
 fn append_result(
-    results: &mut Vec<u8>,
     io: &mut impl Io,
     master: NodeId,
+    results: &mut Vec<u8>,
     durable: &mut Durable,
     result: OpResult<'_>,
 ) {
