@@ -512,6 +512,38 @@ fn a_read_repairs_a_stale_replica() {
     assert_eq!(client.call(&["GET", "k"]), "new");
 }
 
+/// A worker that rejoins empty needs 20 MB back (20 000 keys of 1 KiB): more than the master
+/// can relay at once, so the transfer must wait for room instead of dropping batches. With the
+/// other worker then killed, the rejoined one serves every key alone.
+#[test]
+fn a_large_transfer_arrives_whole() {
+    let _serial = serial();
+    let mut store = Store::start("kv-large-transfer", 2, false);
+    let mut client = store.connect();
+    assert_eq!(client.call(&["PING"]), "PONG");
+    const KEYS: usize = 20_000;
+    let value = |key: usize| format!("{key:08}-{}", "v".repeat(1015));
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        for &key in chunk {
+            let name = format!("key:{key}");
+            client.send(&[b"SET", name.as_bytes(), value(key).as_bytes()]);
+        }
+        for _ in chunk {
+            assert_eq!(client.read(), "OK");
+        }
+    }
+    store.kill_worker(0);
+    converge(&mut client, &|report| report.contains("worker 0 down"));
+    store.start_worker(0);
+    converge(&mut client, &|report| report.contains("worker 0 up"));
+    store.kill_worker(1);
+    converge(&mut client, &|report| report.contains("worker 1 down"));
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("key:{k}")).collect();
+    let values = read_all(&mut client, &keys);
+    let wrong = (0..KEYS).filter(|&k| values[k] != value(k)).count();
+    assert_eq!(wrong, 0, "keys missing or wrong on the rejoined worker");
+}
+
 #[test]
 fn hostile_resp_input_gets_an_error_and_no_memory() {
     let _serial = serial();

@@ -955,6 +955,7 @@ pub fn summary(message: &Message<'_>) -> String {
         Message::RingSyncRequest(request) => format!("{request:?}"),
         Message::KvOps(ops) => format!("KvOps to {} ({} ops)", ops.target, ops.iter().count()),
         Message::KvResults(results) => format!("KvResults ({})", results.iter().count()),
+        Message::KvCredit(credit) => format!("{credit:?}"),
         Message::LamportMessage(message) => format!("LamportMessage clock {}", message.clock),
         Message::KvMembership(membership) => format!(
             "KvMembership {} {:?}",

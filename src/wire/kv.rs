@@ -254,6 +254,34 @@ impl<'a> KvMembership<'a> {
     }
 }
 
+/// Master → worker: `batches` of the worker's transfer batches for `target` were passed on.
+/// A worker keeps at most a window of batches per target un-credited, which bounds what the
+/// master holds for a slow target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCredit {
+    pub target: u16,
+    pub batches: u32,
+}
+
+impl KvCredit {
+    pub const LEN: usize = 6;
+
+    pub fn decode(payload: &[u8]) -> Result<Self, &'static str> {
+        if payload.len() != Self::LEN {
+            return Err("wrong length");
+        }
+        Ok(KvCredit {
+            target: BigEndian::read_u16(&payload[0..2]),
+            batches: BigEndian::read_u32(&payload[2..6]),
+        })
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u16(&mut out[0..2], self.target);
+        BigEndian::write_u32(&mut out[2..6], self.batches);
+    }
+}
+
 /// A worker's counts, the value of an `OP_STATS` result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KvStats {

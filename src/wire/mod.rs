@@ -70,6 +70,7 @@ pub enum Kind {
     LamportMessage = 16,
     AuthChallenge = 17,
     AuthProof = 18,
+    KvCredit = 19,
 }
 
 impl Kind {
@@ -93,6 +94,7 @@ impl Kind {
             16 => Some(Kind::LamportMessage),
             17 => Some(Kind::AuthChallenge),
             18 => Some(Kind::AuthProof),
+            19 => Some(Kind::KvCredit),
             _ => None,
         }
     }
@@ -251,6 +253,7 @@ pub enum Message<'a> {
     KvOps(kv::KvOps<'a>),
     KvResults(kv::KvResults<'a>),
     KvMembership(kv::KvMembership<'a>),
+    KvCredit(kv::KvCredit),
     LamportMessage(LamportMessage<'a>),
 }
 
@@ -274,6 +277,7 @@ impl<'a> Message<'a> {
             Message::KvOps(_) => Kind::KvOps,
             Message::KvResults(_) => Kind::KvResults,
             Message::KvMembership(_) => Kind::KvMembership,
+            Message::KvCredit(_) => Kind::KvCredit,
             Message::LamportMessage(_) => Kind::LamportMessage,
         }
     }
@@ -372,6 +376,9 @@ impl<'a> Message<'a> {
             Kind::KvMembership => kv::KvMembership::decode(payload)
                 .map(Message::KvMembership)
                 .map_err(malformed),
+            Kind::KvCredit => kv::KvCredit::decode(payload)
+                .map(Message::KvCredit)
+                .map_err(malformed),
             Kind::LamportMessage => LamportMessage::decode(payload)
                 .map(Message::LamportMessage)
                 .map_err(malformed),
@@ -399,6 +406,7 @@ impl<'a> Message<'a> {
                 Message::KvOps(ops) => ops.encoded_len(),
                 Message::KvResults(results) => results.encoded_len(),
                 Message::KvMembership(membership) => membership.encoded_len(),
+                Message::KvCredit(_) => kv::KvCredit::LEN,
                 Message::LamportMessage(message) => message.encoded_len(),
             }
     }
@@ -444,6 +452,7 @@ impl<'a> Message<'a> {
             Message::KvOps(ops) => ops.encode(payload),
             Message::KvResults(results) => results.encode(payload),
             Message::KvMembership(membership) => membership.encode(payload),
+            Message::KvCredit(credit) => credit.encode(payload),
             Message::LamportMessage(message) => message.encode(payload),
         }
         length

@@ -133,6 +133,10 @@ fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>
             replicas: 2,
             members: Items::Host(&[0, 2]),
         }),
+        Message::KvCredit(kv::KvCredit {
+            target: 1,
+            batches: 7,
+        }),
         Message::Hello(Hello {
             version: 1,
             nodes: 4,
@@ -229,7 +233,7 @@ fn length_field_out_of_range_is_an_error() {
 
 #[test]
 fn unknown_kind_is_an_error() {
-    for kind in [0u8, 19, 99, 255] {
+    for kind in [0u8, 20, 99, 255] {
         let mut frame = vec![0u8; HEADER_LEN + 3];
         let length = frame.len() as u32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
@@ -260,6 +264,8 @@ fn malformed_payloads_are_errors() {
             frame_of(Kind::GossipState, &[0; 18]),
             "not a whole number of entries",
         ),
+        (frame_of(Kind::KvCredit, &[0; 5]), "wrong length"),
+        (frame_of(Kind::KvCredit, &[0; 7]), "wrong length"),
     ];
     for (frame, why) in cases {
         match Message::decode(&frame) {

@@ -10,6 +10,11 @@
 //!   after a rejoin (unless every replica is); a replica dying mid-read only drops its answer.
 //! - Replies leave in command order per client, whatever order the workers answer in: each
 //!   client has a queue of entries and only its head is ever written.
+//! - Nothing is dropped for lack of room: a batch the link to a worker cannot take yet waits,
+//!   in order, in that worker's outbox (sent on `on_writable` and at every flush). Transfer
+//!   batches relayed from one worker to another are credited back to their sender once passed
+//!   on (`KvCredit`); a sender keeps a bounded window of them un-credited, so the outbox of a
+//!   slow worker holds at most a window per sender besides client operations.
 //! - A worker is dead when its connection drops: writes in flight stop waiting for it, reads in
 //!   flight get an error (the client may retry), and the new membership goes to every live
 //!   worker, which sends the keys the new placement needs (relayed here) — see `worker.rs`.
@@ -23,7 +28,7 @@ use super::placement::{HashRing, REPLICAS_MAX};
 use crate::node::{ClientId, Io, NodeId};
 use crate::wire::client::{Command, Reply};
 use crate::wire::kv::{
-    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
+    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
     OP_SET, OP_STATS, Op, REQUEST_HELLO, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message, NO_NODE};
@@ -61,6 +66,20 @@ struct Pending {
     stale: u64,
     ready: u64,
     trusted: bool,
+}
+
+/// What waits for room on the link to a worker, in order.
+enum Queued {
+    /// A batch of operations; a relayed transfer batch remembers whom to credit once it is
+    /// passed on.
+    Ops {
+        ops: Vec<u8>,
+        credit: Option<NodeId>,
+    },
+    Membership {
+        epoch: u32,
+        members: Vec<u16>,
+    },
 }
 
 /// What a client is owed, in order.
@@ -109,6 +128,13 @@ pub struct Master {
     epoch: u32,
     version: u64,
     batches: Vec<Vec<u8>>,
+    /// Per worker: batches its link had no room for yet, in order.
+    outbox: Vec<VecDeque<Queued>>,
+    /// `credits[source][target]`: transfer batches from `source` passed on to `target` and not
+    /// yet credited back.
+    credits: Vec<Vec<u32>>,
+    /// Emptied batch buffers, reused.
+    spare_batches: Vec<Vec<u8>>,
     pending: Slab<Pending>,
     generation: u32,
     clients: HashMap<ClientId, VecDeque<Entry>>,
@@ -152,6 +178,9 @@ impl Master {
             batches: (0..workers)
                 .map(|_| Vec::with_capacity(FRAME_BYTES_MAX))
                 .collect(),
+            outbox: (0..workers).map(|_| VecDeque::new()).collect(),
+            credits: vec![vec![0; workers]; workers],
+            spare_batches: Vec::new(),
             pending: Slab::with_capacity(4096),
             generation: 0,
             clients: HashMap::new(),
@@ -233,6 +262,13 @@ impl Master {
         self.up[peer] = false;
         info!("master: worker {peer} is down; redistributing its keys");
         self.batches[peer].clear();
+        let outbox = std::mem::take(&mut self.outbox[peer]);
+        for queued in outbox {
+            if let Queued::Ops { ops, .. } = queued {
+                self.spare_batches.push(ops);
+            }
+        }
+        self.credits[peer].fill(0);
         // Writes stop waiting for it; reads that needed it fail (the client may retry).
         let keys: Vec<usize> = self.pending.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -273,7 +309,12 @@ impl Master {
         });
         for &worker in &live {
             self.flush_batch(io, worker);
-            io.send(worker, &message);
+            if !self.outbox[worker].is_empty() || !io.send(worker, &message) {
+                self.outbox[worker].push_back(Queued::Membership {
+                    epoch: self.epoch,
+                    members: members.clone(),
+                });
+            }
         }
     }
 
@@ -315,16 +356,68 @@ impl Master {
         op.append_to(&mut self.batches[worker]);
     }
 
+    /// Sends the batch being built for `worker` — after what waits in its outbox, and into
+    /// the outbox if the link has no room.
     fn flush_batch(&mut self, io: &mut impl Io, worker: NodeId) {
+        self.drain_outbox(io, worker);
         if self.batches[worker].is_empty() {
             return;
         }
-        let message = Message::KvOps(KvOps {
-            target: NO_NODE,
-            ops: &self.batches[worker],
-        });
-        io.send(worker, &message);
-        self.batches[worker].clear();
+        if self.outbox[worker].is_empty() && send_ops(io, worker, &self.batches[worker]) {
+            self.batches[worker].clear();
+            return;
+        }
+        let spare = self.spare_batches.pop().unwrap_or_default();
+        let ops = std::mem::replace(&mut self.batches[worker], spare);
+        self.outbox[worker].push_back(Queued::Ops { ops, credit: None });
+    }
+
+    /// Sends what waits for `worker`, in order, while its link has room.
+    fn drain_outbox(&mut self, io: &mut impl Io, worker: NodeId) {
+        while let Some(queued) = self.outbox[worker].front() {
+            let sent = match queued {
+                Queued::Ops { ops, .. } => send_ops(io, worker, ops),
+                Queued::Membership { epoch, members } => {
+                    let membership = KvMembership {
+                        epoch: *epoch,
+                        replicas: self.replicas as u8,
+                        members: Items::Host(members),
+                    };
+                    io.send(worker, &Message::KvMembership(membership))
+                }
+            };
+            if !sent {
+                return;
+            }
+            if let Some(Queued::Ops { mut ops, credit }) = self.outbox[worker].pop_front() {
+                if let Some(source) = credit {
+                    self.credits[source][worker] += 1;
+                }
+                ops.clear();
+                self.spare_batches.push(ops);
+            }
+        }
+    }
+
+    /// Credits each worker for its transfer batches passed on (kept for later if its link is
+    /// full: a lost credit would stall its transfer).
+    fn send_credits(&mut self, io: &mut impl Io) {
+        for source in 0..self.workers {
+            for target in 0..self.workers {
+                let batches = self.credits[source][target];
+                if batches == 0 || !self.up[source] {
+                    continue;
+                }
+                let target_id = target as u16;
+                let credit = Message::KvCredit(KvCredit {
+                    target: target_id,
+                    batches,
+                });
+                if io.send(source, &credit) {
+                    self.credits[source][target] = 0;
+                }
+            }
+        }
     }
 
     /// A worker that joined empty takes writes but serves no reads until every live worker has
@@ -513,10 +606,7 @@ impl Master {
                     key: &key,
                     value: &value,
                 };
-                if self.batches[worker].len() + op.encoded_len() > BATCH_BYTES_MAX {
-                    self.flush_batch(io, worker);
-                }
-                op.append_to(&mut self.batches[worker]);
+                self.queue(io, worker, op);
                 self.read_repairs += 1;
             }
             self.spare_values.push(key);
@@ -527,18 +617,27 @@ impl Master {
     }
 
     /// Relays a worker's transfer batch to its target.
-    fn relay(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
+    fn relay(&mut self, io: &mut impl Io, source: NodeId, ops: &KvOps<'_>) {
         let target = ops.target as NodeId;
-        if target < self.workers && self.up[target] {
-            self.flush_batch(io, target);
-            io.send(
-                target,
-                &Message::KvOps(KvOps {
-                    target: NO_NODE,
-                    ops: ops.ops,
-                }),
-            );
+        if target >= self.workers {
+            return;
         }
+        if !self.up[target] {
+            // Nobody to pass it to: credit it at once, the sender's transfer moves on.
+            self.credits[source][target] += 1;
+            return;
+        }
+        self.flush_batch(io, target);
+        if self.outbox[target].is_empty() && send_ops(io, target, ops.ops) {
+            self.credits[source][target] += 1;
+            return;
+        }
+        let mut copy = self.spare_batches.pop().unwrap_or_default();
+        copy.extend_from_slice(ops.ops);
+        self.outbox[target].push_back(Queued::Ops {
+            ops: copy,
+            credit: Some(source),
+        });
     }
 
     // ----- clients -----
@@ -928,7 +1027,7 @@ impl Master {
             Message::KvResults(results) if from < self.workers => {
                 self.receive_results(io, from, &results)
             }
-            Message::KvOps(ops) if from < self.workers => self.relay(io, &ops),
+            Message::KvOps(ops) if from < self.workers => self.relay(io, from, &ops),
             Message::KvMembership(done) if from < self.workers => {
                 self.transferred[from] = self.transferred[from].max(done.epoch);
             }
@@ -944,6 +1043,14 @@ impl Master {
                 self.batches[worker].clear();
             }
         }
+        self.send_credits(io);
+    }
+
+    /// The link to `worker` has room again.
+    pub fn on_writable(&mut self, io: &mut impl Io, worker: NodeId) {
+        if worker < self.workers && self.up[worker] {
+            self.drain_outbox(io, worker);
+        }
     }
 
     pub fn node(&self) -> NodeId {
@@ -953,6 +1060,15 @@ impl Master {
     pub fn stopping(&self) -> bool {
         self.stopping
     }
+}
+
+/// One batch of operations to a worker; false if its link has no room (nothing was queued).
+fn send_ops(io: &mut impl Io, worker: NodeId, ops: &[u8]) -> bool {
+    let message = Message::KvOps(KvOps {
+        target: NO_NODE,
+        ops,
+    });
+    io.send(worker, &message)
 }
 
 fn entry_pendings(entry: &Entry) -> impl Iterator<Item = usize> + '_ {

@@ -107,9 +107,10 @@ impl Role for Kv {
             Kv::Worker(_) => {}
         }
     }
-    fn on_writable(&mut self, io: &mut impl Io, _peer: NodeId) {
-        if let Kv::Worker(worker) = self {
-            worker.on_writable(io);
+    fn on_writable(&mut self, io: &mut impl Io, peer: NodeId) {
+        match self {
+            Kv::Master(master) => master.on_writable(io, peer),
+            Kv::Worker(worker) => worker.on_writable(io),
         }
     }
     fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {

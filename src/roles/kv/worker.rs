@@ -2,7 +2,9 @@
 //! one batch per loop iteration. On a membership change it computes, key by key, the replicas
 //! that newly need the key, and if it is the key's first surviving old replica it sends the
 //! key (value, version; deletions as tombstones) to them through the master, in bounded
-//! batches paced by the connection's room — clients are never stalled behind a transfer.
+//! batches paced by the connection's room and by credits: at most `TRANSFER_WINDOW` batches
+//! per target wait to be passed on by the master — clients are never stalled behind a
+//! transfer. Nothing bound for the master is dropped for lack of room: results wait in order.
 //!
 //! Durability (`--data-dir`): every applied write is appended to a `Journal` and committed
 //! before any result leaves in the same loop iteration, so an acknowledged write is in the log
@@ -11,12 +13,14 @@
 //! it missed while down. When the log outgrows `REWRITE_FACTOR` × the live data (and the
 //! configured minimum), it is rewritten from the store a bounded step per tick.
 
+use std::collections::VecDeque;
+
 use super::placement::{HashRing, REPLICAS_MAX};
 use super::store::Store;
 use crate::journal::{Journal, Record};
 use crate::node::{Io, NodeId, Timer};
 use crate::wire::kv::{
-    KEY_BYTES_MAX, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
+    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
     OP_SET, OP_STATS, Op, OpResult, REQUEST_HELLO, STATUS_INTEGER, STATUS_NIL, STATUS_OK,
     STATUS_VALUE, VALUE_BYTES_MAX,
 };
@@ -29,6 +33,8 @@ const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 16 - KEY_BYTES_MAX - VALUE_BYTE
 const TRANSFER_BATCH_BYTES: usize = 8 * 1024;
 /// Keys examined per transfer step.
 const TRANSFER_KEYS_PER_STEP: usize = 4096;
+/// Transfer batches per target sent and not yet credited by the master (256 KiB).
+const TRANSFER_WINDOW: u32 = 32;
 const TIMER_TICK: Timer = Timer(1);
 const TICK_US: u64 = 10_000;
 /// A log is rewritten when it is this many times the size of the live data.
@@ -90,10 +96,16 @@ pub struct Worker {
     members: Vec<NodeId>,
     ring: HashRing,
     epoch: u32,
-    results: Vec<u8>,
+    replies: Replies,
     /// Per target worker: PUTs waiting to go (through the master).
     outgoing: Vec<Vec<u8>>,
+    /// Per target worker: batches sent and not yet credited.
+    in_flight: Vec<u32>,
     transfer: Option<Walk>,
+    /// The walk is over; the last batches are still to go before the report.
+    finishing: bool,
+    /// A transfer report (the epoch) the link had no room for yet.
+    done_owed: Option<u32>,
     /// Scratch for a PUT's value.
     scratch: Vec<u8>,
     durable: Durable,
@@ -112,9 +124,16 @@ impl Worker {
             members: Vec::new(),
             ring: HashRing::default(),
             epoch: 0,
-            results: Vec::with_capacity(FRAME_BYTES_MAX),
+            replies: Replies {
+                batch: Vec::with_capacity(FRAME_BYTES_MAX),
+                waiting: VecDeque::new(),
+                spare: Vec::new(),
+            },
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
+            in_flight: vec![0; workers],
             transfer: None,
+            finishing: false,
+            done_owed: None,
             scratch: Vec::new(),
             durable: Durable {
                 journal: None,
@@ -184,7 +203,7 @@ impl Worker {
             version: self.max_version,
             value: b"",
         };
-        hello.append_to(&mut self.results);
+        hello.append_to(&mut self.replies.batch);
     }
 
     pub fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
@@ -193,6 +212,7 @@ impl Worker {
             Message::KvMembership(membership) if from == self.master => {
                 self.membership(&membership)
             }
+            Message::KvCredit(credit) if from == self.master => self.credit(io, credit),
             other => debug!(
                 "worker {}: ignoring {:?} from {from}",
                 self.node,
@@ -210,28 +230,28 @@ impl Worker {
     }
 
     pub fn on_writable(&mut self, io: &mut impl Io) {
+        self.replies.drain(io, self.master);
         self.step_transfer(io);
+        self.maybe_done(io);
     }
 
     /// Sends the batch of results built during this loop iteration.
     pub fn on_flush(&mut self, io: &mut impl Io) {
         self.flush_results(io);
         self.flush_outgoing(io);
+        self.maybe_done(io);
+    }
+
+    /// The master passed on `batches` of this worker's transfer batches for `target`.
+    fn credit(&mut self, io: &mut impl Io, credit: KvCredit) {
+        if let Some(in_flight) = self.in_flight.get_mut(credit.target as usize) {
+            *in_flight = in_flight.saturating_sub(credit.batches);
+        }
+        self.step_transfer(io);
     }
 
     fn flush_results(&mut self, io: &mut impl Io) {
-        send_results(io, self.master, &mut self.results, &mut self.durable);
-    }
-
-    /// Appends a result to the batch (sending the batch first if it would outgrow a frame).
-    fn push_result(&mut self, io: &mut impl Io, result: OpResult<'_>) {
-        append_result(
-            io,
-            self.master,
-            &mut self.results,
-            &mut self.durable,
-            result,
-        );
+        self.replies.flush(io, self.master, &mut self.durable);
     }
 
     fn result(&mut self, io: &mut impl Io, request: u64, status: u8, value: &[u8]) {
@@ -241,7 +261,7 @@ impl Worker {
             version: 0,
             value,
         };
-        self.push_result(io, result);
+        self.replies.push(io, self.master, &mut self.durable, result);
     }
 
     fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
@@ -260,14 +280,7 @@ impl Worker {
                         version,
                         value,
                     };
-                    // (Not push_result: `value` borrows the store.)
-                    append_result(
-                        io,
-                        self.master,
-                        &mut self.results,
-                        &mut self.durable,
-                        result,
-                    );
+                    self.replies.push(io, self.master, &mut self.durable, result);
                 }
                 OP_SET => {
                     self.write(op.key, op.version, Some(op.value));
@@ -401,6 +414,9 @@ impl Worker {
             .extend(membership.members.iter().map(|member| member as NodeId));
         self.members.retain(|&member| member < self.master);
         self.ring = HashRing::new(&self.members);
+        // Batches of the previous walk still in flight are credited later (the count saturates).
+        self.in_flight.fill(0);
+        self.finishing = false;
         // Every key, against the new placement (a transfer in progress is superseded: its
         // remaining keys are in this walk too). Keys that arrive later were written to their
         // new replicas by the master, or are being sent to them by every other holder.
@@ -424,12 +440,8 @@ impl Worker {
             }
             let entry = self.store.item(transfer.at);
             let key: &[u8] = &entry.key;
-            transfer.at += 1;
             let mut targets = [0; REPLICAS_MAX];
             let count = self.targets(key, &mut targets);
-            if count == 0 {
-                continue;
-            }
             // A PUT's value is a presence byte then the value: tombstones travel too.
             self.scratch.clear();
             match &entry.value {
@@ -447,10 +459,22 @@ impl Worker {
                 key,
                 value,
             };
+            // A target whose batch is full and whose window is spent holds the walk here until
+            // the master credits it (the credit resumes it).
+            let blocked = targets[..count].iter().any(|&target| {
+                self.outgoing[target].len() + put.encoded_len() > TRANSFER_BATCH_BYTES
+                    && self.in_flight[target] >= TRANSFER_WINDOW
+            });
+            if blocked {
+                break;
+            }
+            transfer.at += 1;
             for &target in &targets[..count] {
                 let batch = &mut self.outgoing[target];
-                if batch.len() + put.encoded_len() > TRANSFER_BATCH_BYTES {
-                    send_batch(io, self.master, target, batch);
+                if batch.len() + put.encoded_len() > TRANSFER_BATCH_BYTES
+                    && send_batch(io, self.master, target, batch)
+                {
+                    self.in_flight[target] += 1;
                 }
                 put.append_to(batch);
                 self.sent_keys += 1;
@@ -460,18 +484,34 @@ impl Worker {
             self.transfer = Some(transfer);
         } else {
             debug!(
-                "worker {}: transfer for epoch {} done",
+                "worker {}: walk for epoch {} done",
                 self.node, self.epoch
             );
-            // Tell the master (after the PUTs, which it relays first): a worker that joined in
-            // this epoch may serve reads once every live worker has said so.
+            self.finishing = true;
+            self.maybe_done(io);
+        }
+    }
+
+    /// Once the walk is over and its last batches have gone, tells the master (after the PUTs,
+    /// which it passes on first): a worker that joined in this epoch may serve reads once every
+    /// live worker has said so.
+    fn maybe_done(&mut self, io: &mut impl Io) {
+        if self.finishing {
             self.flush_outgoing(io);
+            if self.outgoing.iter().all(Vec::is_empty) {
+                self.finishing = false;
+                self.done_owed = Some(self.epoch);
+            }
+        }
+        if let Some(epoch) = self.done_owed {
             let done = KvMembership {
-                epoch: self.epoch,
+                epoch,
                 replicas: 0,
                 members: Items::Host(&[]),
             };
-            io.send(self.master, &Message::KvMembership(done));
+            if io.send(self.master, &Message::KvMembership(done)) {
+                self.done_owed = None;
+            }
         }
     }
 
@@ -491,44 +531,89 @@ impl Worker {
         count
     }
 
+    /// Sends the partly filled transfer batches whose target has window left.
     fn flush_outgoing(&mut self, io: &mut impl Io) {
         for (target, batch) in self.outgoing.iter_mut().enumerate() {
-            if !batch.is_empty() {
-                send_batch(io, self.master, target, batch);
+            if !batch.is_empty()
+                && self.in_flight[target] < TRANSFER_WINDOW
+                && send_batch(io, self.master, target, batch)
+            {
+                self.in_flight[target] += 1;
             }
         }
     }
 }
 
-/// Sends a batch of PUTs for `target` through the master (workers know no other worker).
-fn send_batch(io: &mut impl Io, master: NodeId, target: NodeId, batch: &mut Vec<u8>) {
+/// Sends a batch of PUTs for `target` through the master (workers know no other worker);
+/// whether it went (the batch is then empty).
+fn send_batch(io: &mut impl Io, master: NodeId, target: NodeId, batch: &mut Vec<u8>) -> bool {
     let message = Message::KvOps(KvOps {
         target: target as u16,
         ops: batch,
     });
-    if io.send(master, &message) {
+    let sent = io.send(master, &message);
+    if sent {
         batch.clear();
     }
+    sent
 }
 
-/// Sends the results batched so far — once the writes they acknowledge are committed.
-fn send_results(io: &mut impl Io, master: NodeId, results: &mut Vec<u8>, durable: &mut Durable) {
-    if !results.is_empty() && durable.commit(io) {
-        io.send(master, &Message::KvResults(KvResults { results }));
-    }
-    results.clear();
+/// Results to the master: the batch being built, and batches the link had no room for yet.
+struct Replies {
+    batch: Vec<u8>,
+    waiting: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
 }
 
-/// Appends a result to the batch, sending the batch first if it would outgrow a frame.
-fn append_result(
-    io: &mut impl Io,
-    master: NodeId,
-    results: &mut Vec<u8>,
-    durable: &mut Durable,
-    result: OpResult<'_>,
-) {
-    if results.len() + result.encoded_len() > BATCH_BYTES_MAX {
-        send_results(io, master, results, durable);
+impl Replies {
+    /// Appends a result (sending the batch first if it would outgrow a frame).
+    fn push(
+        &mut self,
+        io: &mut impl Io,
+        master: NodeId,
+        durable: &mut Durable,
+        result: OpResult<'_>,
+    ) {
+        if self.batch.len() + result.encoded_len() > BATCH_BYTES_MAX {
+            self.flush(io, master, durable);
+        }
+        result.append_to(&mut self.batch);
     }
-    result.append_to(results);
+
+    /// Sends the batch — once the writes it acknowledges are committed — after any that
+    /// waited, or leaves it waiting.
+    fn flush(&mut self, io: &mut impl Io, master: NodeId, durable: &mut Durable) {
+        self.drain(io, master);
+        if self.batch.is_empty() {
+            return;
+        }
+        if !durable.commit(io) {
+            self.batch.clear();
+            return;
+        }
+        if self.waiting.is_empty() && send_results(io, master, &self.batch) {
+            self.batch.clear();
+            return;
+        }
+        let spare = self.spare.pop().unwrap_or_default();
+        let batch = std::mem::replace(&mut self.batch, spare);
+        self.waiting.push_back(batch);
+    }
+
+    /// Sends the batches that waited for room, in order.
+    fn drain(&mut self, io: &mut impl Io, master: NodeId) {
+        while let Some(batch) = self.waiting.front() {
+            if !send_results(io, master, batch) {
+                return;
+            }
+            let mut batch = self.waiting.pop_front().expect("front");
+            batch.clear();
+            self.spare.push(batch);
+        }
+    }
+}
+
+/// One batch of results to the master; false if the link has no room.
+fn send_results(io: &mut impl Io, master: NodeId, results: &[u8]) -> bool {
+    io.send(master, &Message::KvResults(KvResults { results }))
 }
