@@ -28,8 +28,8 @@ use super::placement::{HashRing, REPLICAS_MAX};
 use crate::node::{ClientId, Io, NodeId};
 use crate::wire::client::{Command, Reply};
 use crate::wire::kv::{
-    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
-    OP_SET, OP_STATS, Op, REQUEST_HELLO, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
+    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL,
+    OP_PUT, OP_SET, OP_STATS, Op, REQUEST_HELLO, STATUS_INTEGER, STATUS_VALUE, VALUE_BYTES_MAX,
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message, NO_NODE};
 use crate::{debug, info};

@@ -20,8 +20,8 @@ use super::store::Store;
 use crate::journal::{Journal, Record};
 use crate::node::{Io, NodeId, Timer};
 use crate::wire::kv::{
-    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL, OP_PUT,
-    OP_SET, OP_STATS, Op, OpResult, REQUEST_HELLO, STATUS_INTEGER, STATUS_NIL, STATUS_OK,
+    KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL,
+    OP_PUT, OP_SET, OP_STATS, Op, OpResult, REQUEST_HELLO, STATUS_INTEGER, STATUS_NIL, STATUS_OK,
     STATUS_VALUE, VALUE_BYTES_MAX,
 };
 use crate::wire::{FRAME_BYTES_MAX, Items, Message};
@@ -261,7 +261,8 @@ impl Worker {
             version: 0,
             value,
         };
-        self.replies.push(io, self.master, &mut self.durable, result);
+        self.replies
+            .push(io, self.master, &mut self.durable, result);
     }
 
     fn apply(&mut self, io: &mut impl Io, ops: &KvOps<'_>) {
@@ -280,7 +281,8 @@ impl Worker {
                         version,
                         value,
                     };
-                    self.replies.push(io, self.master, &mut self.durable, result);
+                    self.replies
+                        .push(io, self.master, &mut self.durable, result);
                 }
                 OP_SET => {
                     self.write(op.key, op.version, Some(op.value));
@@ -483,10 +485,7 @@ impl Worker {
         if transfer.at < transfer.end {
             self.transfer = Some(transfer);
         } else {
-            debug!(
-                "worker {}: walk for epoch {} done",
-                self.node, self.epoch
-            );
+            debug!("worker {}: walk for epoch {} done", self.node, self.epoch);
             self.finishing = true;
             self.maybe_done(io);
         }
