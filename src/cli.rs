@@ -372,9 +372,14 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "kv: workers log to simulated disks with this policy (always|everysec|no)",
         "POLICY",
     );
+    options.optflag(
+        "",
+        "heavy",
+        "kv: 4 KiB values, 64 keys per client, slow links (backpressure)",
+    );
     let brief = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K] \
                  [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
-                 [gossip: --with-seed N --batch N] [ring: --window W] [kv: --fsync POLICY]";
+                 [gossip: --with-seed N --batch N] [ring: --window W] [kv: --fsync POLICY --heavy]";
     let (role, rest) = match args.split_first() {
         Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
         _ => {
@@ -498,8 +503,12 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                     Exit::Usage(format!("--fsync {text:?}: expected always, everysec or no"))
                 })?),
             };
+            let heavy = matches.opt_present("heavy");
             Box::new(move |seed| {
                 let mut options = crate::sim::kv::Options::new(nodes, seed, kinds);
+                if heavy {
+                    options = options.heavy();
+                }
                 options.load_us = send_for.unwrap_or(options.load_us);
                 options.trace = trace;
                 options.fsync = fsync;
@@ -508,8 +517,13 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                     failure: report.failure,
                     deliveries: report.stats.deliveries,
                     line: Some(format!(
-                        "{} acknowledged writes, {} read repairs, {} torn log tails",
-                        report.writes, report.read_repairs, report.torn_tails
+                        "{} acknowledged writes, {} read repairs, {} torn log tails, {} batches \
+                         queued, {} credit waits",
+                        report.writes,
+                        report.read_repairs,
+                        report.torn_tails,
+                        report.queued_batches,
+                        report.credit_waits
                     )),
                     faults: report.faults.len(),
                     trace: report.trace,

@@ -22,6 +22,10 @@
 //! worker that never held it, which is unavailability, not loss. Under `everysec`/`no` a crash
 //! can lose a worker's recent writes, so crashes are limited to `replicas − 1` as without logs.
 //! Logs are rewritten past 4 KiB, so rewrites meet crashes too.
+//!
+//! `Options::heavy` pads values to 4 KiB, gives each client 64 keys and keeps links at
+//! 1 MB/s (the load asks 2.4 MB/s of each master-to-worker link): the master's links to the workers fill up (its outboxes hold what they cannot
+//! take) and a transfer outruns its window of credits.
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{Rng, SeedableRng};
@@ -34,6 +38,7 @@ use crate::node::{ClientId, Micros};
 use crate::roles::kv::Kv;
 
 const CLIENTS: usize = 4;
+/// Keys per client, unless `Options::keys_per_client` says otherwise.
 const KEYS_PER_CLIENT: usize = 8;
 const STEP_US: Micros = 3_000;
 /// The client that reads everything at the end.
@@ -50,6 +55,9 @@ pub struct Options {
     pub trace: bool,
     /// Workers log to simulated disks with this policy (None: in memory only).
     pub fsync: Option<Fsync>,
+    /// Values are padded to this many bytes (0: short values).
+    pub value_bytes: usize,
+    pub keys_per_client: usize,
 }
 
 impl Options {
@@ -63,7 +71,17 @@ impl Options {
             net: NetConfig::default(),
             trace: false,
             fsync: None,
+            value_bytes: 0,
+            keys_per_client: KEYS_PER_CLIENT,
         }
+    }
+
+    /// Values of 4 KiB and 64 keys per client over 1 MB/s links: backpressure everywhere.
+    pub fn heavy(mut self) -> Options {
+        self.value_bytes = 4096;
+        self.keys_per_client = 64;
+        self.net.bandwidth_bytes_per_s = 1_000_000;
+        self
     }
 
     pub fn command(&self) -> String {
@@ -73,8 +91,9 @@ impl Options {
             Some(Fsync::EverySec) => " --fsync everysec",
             Some(Fsync::No) => " --fsync no",
         };
+        let heavy = if self.value_bytes > 0 { " --heavy" } else { "" };
         format!(
-            "pollen sim kv --nodes {} --seed {} --faults {}{fsync}",
+            "pollen sim kv --nodes {} --seed {} --faults {}{fsync}{heavy}",
             self.workers, self.seed, self.faults
         )
     }
@@ -91,6 +110,10 @@ pub struct Report {
     pub read_repairs: u64,
     /// Logs found with a torn or corrupt tail at a restart.
     pub torn_tails: u64,
+    /// Batches the master had to hold for lack of room, and transfer steps that waited for
+    /// credits.
+    pub queued_batches: u64,
+    pub credit_waits: u64,
 }
 
 /// What a client sent, in order (its replies come in the same order).
@@ -117,6 +140,8 @@ pub fn run(options: &Options) -> Report {
             writes: 0,
             read_repairs: 0,
             torn_tails: 0,
+            queued_batches: 0,
+            credit_waits: 0,
         }
     })
 }
@@ -200,12 +225,13 @@ fn simulate(options: &Options) -> Report {
     sim.schedule(&schedule);
     // The workload: each client pipelines SETs and GETs of its own keys.
     let mut sent: Vec<Vec<Sent>> = vec![Vec::new(); CLIENTS];
-    let mut latest: Vec<Option<String>> = vec![None; CLIENTS * KEYS_PER_CLIENT];
+    let keys_per_client = options.keys_per_client;
+    let mut latest: Vec<Option<String>> = vec![None; CLIENTS * keys_per_client];
     let steps = (options.load_us / STEP_US) as usize;
     for step in 0..steps {
         let at = start_us + step as Micros * STEP_US;
         for (client, log) in sent.iter_mut().enumerate() {
-            let key = client * KEYS_PER_CLIENT + step % KEYS_PER_CLIENT;
+            let key = client * keys_per_client + step % keys_per_client;
             if step % 3 == 2 {
                 let expected = latest[key].clone();
                 sim.client_command(
@@ -216,7 +242,9 @@ fn simulate(options: &Options) -> Report {
                 );
                 log.push(Sent::Get { key, expected, at });
             } else {
-                let value = format!("v{}-{step}-{client}", options.seed);
+                let mut value = format!("v{}-{step}-{client}", options.seed);
+                let padding = options.value_bytes.saturating_sub(value.len());
+                value.extend(std::iter::repeat_n('.', padding));
                 let args = vec![
                     b"SET".to_vec(),
                     key_name(key).into_bytes(),
@@ -229,8 +257,14 @@ fn simulate(options: &Options) -> Report {
         }
     }
     // After the faults heal and transfers settle: read everything, then NODES.
-    let end_us = start_us + options.load_us + 700_000;
-    for key in 0..CLIENTS * KEYS_PER_CLIENT {
+    // Heavy runs queue seconds of traffic behind slow links.
+    let settle_us = if options.value_bytes > 0 {
+        5_000_000
+    } else {
+        700_000
+    };
+    let end_us = start_us + options.load_us + settle_us;
+    for key in 0..CLIENTS * keys_per_client {
         sim.client_command(
             end_us,
             master,
@@ -239,7 +273,13 @@ fn simulate(options: &Options) -> Report {
         );
     }
     sim.client_command(end_us + 1, master, FINAL_CLIENT, vec![b"NODES".to_vec()]);
-    sim.run_until(end_us + 500_000);
+    // Heavy runs read 1 MiB back over 1 MB/s links.
+    let read_us = if options.value_bytes > 0 {
+        3_000_000
+    } else {
+        500_000
+    };
+    sim.run_until(end_us + read_us);
     let exempt = stale_read_windows(&schedule, replicas);
     let (failure, writes) = match check(&sim, options, &sent, &exempt) {
         Ok(writes) => (None, writes),
@@ -251,10 +291,16 @@ fn simulate(options: &Options) -> Report {
             0,
         ),
     };
-    let read_repairs = match sim.role(master) {
-        Some(Kv::Master(master)) => master.read_repairs,
-        _ => 0,
+    let (read_repairs, queued_batches) = match sim.role(master) {
+        Some(Kv::Master(master)) => (master.read_repairs, master.queued_batches),
+        _ => (0, 0),
     };
+    let credit_waits = (0..workers)
+        .map(|worker| match sim.role(worker) {
+            Some(Kv::Worker(worker)) => worker.credit_waits,
+            _ => 0,
+        })
+        .sum();
     Report {
         failure,
         stats: sim.world.stats,
@@ -263,6 +309,8 @@ fn simulate(options: &Options) -> Report {
         writes,
         read_repairs,
         torn_tails: disks.iter().map(|disk| disk.borrow().torn_tails).sum(),
+        queued_batches,
+        credit_waits,
     }
 }
 
@@ -320,7 +368,7 @@ fn check(
 ) -> Result<usize, String> {
     let master = options.workers;
     let replies = sim.replies(master);
-    let keys = CLIENTS * KEYS_PER_CLIENT;
+    let keys = CLIENTS * options.keys_per_client;
     // The last SET of each key that was acknowledged.
     let mut acknowledged: Vec<Option<String>> = vec![None; keys];
     let mut writes = 0;
@@ -413,9 +461,45 @@ fn check(
         .filter(|&w| sim.alive(w) && !sim.stopped(w))
         .count();
     if live >= options.replicas && !verdict.contains(": every key has") {
-        return Err(format!("membership did not converge: {nodes:?}"));
+        return Err(format!(
+            "membership did not converge: {nodes:?}\n  {}",
+            misplaced_copies(sim, options)
+        ));
     }
     Ok(writes)
+}
+
+/// For a convergence failure: the keys whose holders are not their replicas.
+fn misplaced_copies(sim: &Sim<Kv, ()>, options: &Options) -> String {
+    use crate::roles::kv::placement::{HashRing, REPLICAS_MAX};
+    let live: Vec<usize> = (0..options.workers)
+        .filter(|&w| sim.alive(w) && !sim.stopped(w))
+        .collect();
+    let ring = HashRing::new(&live);
+    let mut lines = Vec::new();
+    for key in 0..CLIENTS * options.keys_per_client {
+        let name = key_name(key);
+        let mut replicas = [0; REPLICAS_MAX];
+        let count = ring.replicas(name.as_bytes(), options.replicas, &mut replicas);
+        let holders: Vec<(usize, u64)> = live
+            .iter()
+            .filter_map(|&w| match sim.role(w) {
+                Some(Kv::Worker(worker)) => worker.holds(name.as_bytes()).map(|v| (w, v)),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<usize> = replicas[..count]
+            .iter()
+            .copied()
+            .filter(|r| !holders.iter().any(|&(w, _)| w == *r))
+            .collect();
+        if !holders.is_empty() && !missing.is_empty() {
+            lines.push(format!(
+                "{name}: held (worker, version) {holders:?}, missing on {missing:?}"
+            ));
+        }
+    }
+    lines.join("\n  ")
 }
 
 /// Whether `answer` (quoted) is a value some client SET for `key`.

@@ -150,6 +150,8 @@ pub struct Master {
     scratch: Vec<u8>,
     /// Stale replicas repaired by reads.
     pub read_repairs: u64,
+    /// Batches that had to wait in an outbox.
+    pub queued_batches: u64,
     /// The REPL client, whose QUIT stops the cluster.
     repl: Option<ClientId>,
     stopping: bool,
@@ -190,6 +192,7 @@ impl Master {
             repairs_due: Vec::new(),
             scratch: Vec::new(),
             read_repairs: 0,
+            queued_batches: 0,
             repl,
             stopping: false,
             backlog: Some(Vec::new()),
@@ -265,7 +268,7 @@ impl Master {
         let outbox = std::mem::take(&mut self.outbox[peer]);
         for queued in outbox {
             if let Queued::Ops { ops, .. } = queued {
-                self.spare_batches.push(ops);
+                self.recycle(ops);
             }
         }
         self.credits[peer].fill(0);
@@ -367,9 +370,23 @@ impl Master {
             self.batches[worker].clear();
             return;
         }
-        let spare = self.spare_batches.pop().unwrap_or_default();
+        let spare = self.spare_batch();
         let ops = std::mem::replace(&mut self.batches[worker], spare);
         self.outbox[worker].push_back(Queued::Ops { ops, credit: None });
+        self.queued_batches += 1;
+    }
+
+    /// Keeps an emptied batch buffer for reuse.
+    fn recycle(&mut self, mut ops: Vec<u8>) {
+        ops.clear();
+        self.spare_batches.push(ops);
+    }
+
+    /// A reused (empty) batch buffer.
+    fn spare_batch(&mut self) -> Vec<u8> {
+        let spare = self.spare_batches.pop().unwrap_or_default();
+        debug_assert!(spare.is_empty());
+        spare
     }
 
     /// Sends what waits for `worker`, in order, while its link has room.
@@ -389,12 +406,11 @@ impl Master {
             if !sent {
                 return;
             }
-            if let Some(Queued::Ops { mut ops, credit }) = self.outbox[worker].pop_front() {
+            if let Some(Queued::Ops { ops, credit }) = self.outbox[worker].pop_front() {
                 if let Some(source) = credit {
                     self.credits[source][worker] += 1;
                 }
-                ops.clear();
-                self.spare_batches.push(ops);
+                self.recycle(ops);
             }
         }
     }
@@ -632,12 +648,13 @@ impl Master {
             self.credits[source][target] += 1;
             return;
         }
-        let mut copy = self.spare_batches.pop().unwrap_or_default();
+        let mut copy = self.spare_batch();
         copy.extend_from_slice(ops.ops);
         self.outbox[target].push_back(Queued::Ops {
             ops: copy,
             credit: Some(source),
         });
+        self.queued_batches += 1;
     }
 
     // ----- clients -----

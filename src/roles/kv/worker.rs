@@ -112,6 +112,8 @@ pub struct Worker {
     /// The highest version held (told to the master on connecting).
     max_version: u64,
     pub sent_keys: u64,
+    /// Transfer steps that stopped for want of credits.
+    pub credit_waits: u64,
 }
 
 impl Worker {
@@ -143,6 +145,7 @@ impl Worker {
             },
             max_version: 0,
             sent_keys: 0,
+            credit_waits: 0,
         }
     }
 
@@ -156,6 +159,12 @@ impl Worker {
 
     pub fn master(&self) -> NodeId {
         self.master
+    }
+
+    /// The version of `key` held, if it has a value.
+    pub fn holds(&self, key: &[u8]) -> Option<u64> {
+        let item = self.store.get(key)?;
+        item.value.as_ref().map(|_| item.version)
     }
 
     /// Bytes in the log (0 without one).
@@ -420,8 +429,10 @@ impl Worker {
         self.in_flight.fill(0);
         self.finishing = false;
         // Every key, against the new placement (a transfer in progress is superseded: its
-        // remaining keys are in this walk too). Keys that arrive later were written to their
-        // new replicas by the master, or are being sent to them by every other holder.
+        // remaining keys are in this walk too). Keys that arrive later need no walk here: the
+        // master's writes under an older placement came before this membership (one ordered
+        // link), its later ones go to the new replicas, and a key relayed by another worker is
+        // held by that worker, whose own walk under this membership sends it on.
         let end = self.store.len();
         debug!(
             "worker {}: epoch {}, {end} keys to examine",
@@ -468,6 +479,7 @@ impl Worker {
                     && self.in_flight[target] >= TRANSFER_WINDOW
             });
             if blocked {
+                self.credit_waits += 1;
                 break;
             }
             transfer.at += 1;
