@@ -13,6 +13,27 @@ use crate::roles::gossip::{self, Gossip};
 use crate::roles::ring::{self, Ring};
 use crate::{chaos, info, log, peers};
 
+/// Prints to stdout; a closed stdout (`pollen sim ... | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `out!` with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 const USAGE: &str = "\
 usage: pollen SUBCOMMAND [OPTIONS]
 
@@ -57,7 +78,7 @@ pub fn main(args: &[String]) -> i32 {
     match result {
         Ok(()) => 0,
         Err(Exit::Help(text)) => {
-            println!("{text}");
+            outln!("{text}");
             0
         }
         Err(Exit::Usage(message)) => {
@@ -295,7 +316,7 @@ fn run_ports(args: &[String]) -> Result<(), Exit> {
             .local_addr()
             .map_err(|e| Exit::Failure(e.to_string()))?
             .port();
-        println!("{port}");
+        outln!("{port}");
     }
     Ok(())
 }
@@ -543,10 +564,10 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         let outcome = run_one(seed);
         deliveries += outcome.deliveries;
         if let Some(trace) = &outcome.trace {
-            print!("{trace}");
+            out!("{trace}");
         }
         match &outcome.failure {
-            None => println!(
+            None => outln!(
                 "seed {seed}: ok {} ({} deliveries, {} faults)",
                 outcome.line.as_deref().unwrap_or("-"),
                 outcome.deliveries,
@@ -554,12 +575,12 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
             ),
             Some(failure) => {
                 failures += 1;
-                println!("seed {seed}: FAILED {failure}");
+                outln!("seed {seed}: FAILED {failure}");
             }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{seeds} seeds, {failures} failed; {deliveries} deliveries in {elapsed:.2} s \
          ({:.2} M deliveries/s)",
         deliveries as f64 / elapsed / 1e6
@@ -949,7 +970,7 @@ Prints `listening on ADDR` on stdout once bound; runs until killed.";
     let bound = proxy
         .local_addr()
         .map_err(|error| Exit::Failure(error.to_string()))?;
-    println!("listening on {bound}");
+    outln!("listening on {bound}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
     proxy
         .run()
@@ -1121,7 +1142,7 @@ fn run_lamport_analyze(args: &[String]) -> Result<(), Exit> {
         }
     }
     let stats = lamport::analyze(&machines);
-    print!("{}", lamport::report(&stats));
+    out!("{}", lamport::report(&stats));
     if let Some(dir) = matches.opt_str("plots") {
         lamport::plot(&machines, &stats, std::path::Path::new(&dir)).map_err(Exit::Failure)?;
         info!("plots written to {dir}");
