@@ -142,6 +142,10 @@ impl FileJournal {
 }
 
 impl Journal for FileJournal {
+    fn fsync(&self) -> Fsync {
+        self.policy
+    }
+
     fn replay(&mut self, apply: &mut dyn FnMut(Record<'_>)) -> Result<Replayed, String> {
         let path = self.path();
         let length = self

@@ -196,6 +196,14 @@ pub enum Fsync {
 }
 
 impl Fsync {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::No => "no",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Fsync> {
         match text {
             "always" => Some(Fsync::Always),
@@ -211,6 +219,8 @@ pub const EVERYSEC_US: Micros = 1_000_000;
 
 /// The worker's log. Errors are strings for the log line; a worker that cannot persist stops.
 pub trait Journal {
+    /// The sync policy.
+    fn fsync(&self) -> Fsync;
     /// Replays the log into `apply` (once, at start), truncating a torn or corrupt tail.
     fn replay(&mut self, apply: &mut dyn FnMut(Record<'_>)) -> Result<Replayed, String>;
     /// Buffers a record (and, during a rewrite, copies it into the new log too).

@@ -74,6 +74,10 @@ impl SimJournal {
 }
 
 impl Journal for SimJournal {
+    fn fsync(&self) -> Fsync {
+        self.policy
+    }
+
     fn replay(&mut self, apply: &mut dyn FnMut(Record<'_>)) -> Result<Replayed, String> {
         let mut disk = self.disk.borrow_mut();
         if disk.opened {

@@ -30,7 +30,8 @@ const OP_HEADER: usize = 1 + 8 + 8 + 2 + 4;
 const RESULT_HEADER: usize = 8 + 1 + 8 + 4;
 
 /// The request id of a worker's greeting result: its `version` is the highest version the
-/// worker holds (from its log), so that a restarted master never issues older versions.
+/// worker holds (from its log), so that a restarted master never issues older versions; its
+/// value is the worker's fsync policy (`always`, `everysec`, `no`), empty without a log.
 pub const REQUEST_HELLO: u64 = 0;
 
 /// Largest key.

@@ -148,6 +148,8 @@ pub struct Master {
     repairs_due: Vec<usize>,
     /// Scratch: a repair's PUT value.
     scratch: Vec<u8>,
+    /// Each worker's fsync policy, from its greeting ("" without a log).
+    fsync: Vec<&'static str>,
     /// Stale replicas repaired by reads.
     pub read_repairs: u64,
     /// Batches that had to wait in an outbox.
@@ -191,6 +193,7 @@ impl Master {
             spare_values: Vec::new(),
             repairs_due: Vec::new(),
             scratch: Vec::new(),
+            fsync: vec![""; workers],
             read_repairs: 0,
             queued_batches: 0,
             repl,
@@ -536,10 +539,18 @@ impl Master {
     fn receive_results(&mut self, io: &mut impl Io, from: NodeId, results: &KvResults<'_>) {
         for result in results.iter() {
             if result.request == REQUEST_HELLO {
+                let fsync = match result.value {
+                    b"always" => "always",
+                    b"everysec" => "everysec",
+                    b"no" => "no",
+                    _ => "",
+                };
+                let log = if fsync.is_empty() { "no log" } else { fsync };
                 info!(
-                    "master: worker {from} holds versions up to {}",
+                    "master: worker {from} holds versions up to {} (fsync: {log})",
                     result.version
                 );
+                self.fsync[from] = fsync;
                 self.raise_version(result.version);
                 continue;
             }
@@ -829,11 +840,15 @@ impl Master {
         }
         // What redis-cli and redis-benchmark send at start-up.
         if command.is(0, "CONFIG") && command.is(1, "GET") && arguments == 3 {
-            // Honest answers for the two settings redis-benchmark asks about.
+            // Honest answers for what redis-benchmark asks about: the live workers' logs.
+            let live = self.live();
+            let logged = !live.is_empty() && live.iter().all(|&w| !self.fsync[w].is_empty());
             let value: Option<&[u8]> = if command.is(2, "save") {
                 Some(b"")
             } else if command.is(2, "appendonly") {
-                Some(b"no")
+                Some(if logged { b"yes" } else { b"no" })
+            } else if command.is(2, "appendfsync") && logged {
+                Some(self.fsync[live[0]].as_bytes())
             } else {
                 None
             };
@@ -870,6 +885,11 @@ impl Master {
             self.pending.len(),
             self.read_repairs
         );
+        for worker in live {
+            let fsync = self.fsync[worker];
+            let log = if fsync.is_empty() { "none" } else { fsync };
+            let _ = write!(text, "worker{worker}_log_fsync:{log}\r\n");
+        }
         text
     }
 

@@ -225,6 +225,9 @@ struct Watched {
 }
 
 impl Journal for Watched {
+    fn fsync(&self) -> Fsync {
+        self.inner.fsync()
+    }
     fn replay(
         &mut self,
         apply: &mut dyn FnMut(Record<'_>),
@@ -311,7 +314,10 @@ fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
     set(&mut io, &mut kv, 5, 100, "a", "1");
     assert_eq!(*io.events.borrow(), ["append", "commit", "results sent"]);
     // The greeting went out first, with version 0 (nothing held yet).
-    assert_eq!(io.results[0], (REQUEST_HELLO, STATUS_OK, 0, Vec::new()));
+    assert_eq!(
+        io.results[0],
+        (REQUEST_HELLO, STATUS_OK, 0, b"always".to_vec())
+    );
     set(&mut io, &mut kv, 6, 101, "b", "2");
     set(&mut io, &mut kv, 7, 102, "a", "3");
     drop(kv);
@@ -321,7 +327,10 @@ fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
     kv.on_start(&mut io);
     kv.on_peer_up(&mut io, 1);
     kv.on_flush(&mut io);
-    assert_eq!(io.results[0], (REQUEST_HELLO, STATUS_OK, 102, Vec::new()));
+    assert_eq!(
+        io.results[0],
+        (REQUEST_HELLO, STATUS_OK, 102, b"always".to_vec())
+    );
     assert_eq!(
         get(&mut io, &mut kv, "a"),
         (STATUS_VALUE, 102, b"3".to_vec())

@@ -206,11 +206,14 @@ impl Worker {
 
     /// Greets the master with the highest version held, so that its versions stay newer.
     pub fn on_master_up(&mut self) {
+        let journal = self.durable.journal.as_ref();
         let hello = OpResult {
             request: REQUEST_HELLO,
             status: STATUS_OK,
             version: self.max_version,
-            value: b"",
+            value: journal
+                .map_or("", |journal| journal.fsync().name())
+                .as_bytes(),
         };
         hello.append_to(&mut self.replies.batch);
     }
