@@ -1,8 +1,9 @@
 //! The kv worker: a versioned store. It applies the master's batches in order and answers in
-//! one batch per loop iteration. On a membership change it computes, key by key, the replicas
-//! that newly need the key, and if it is the key's first surviving old replica it sends the
-//! key (value, version; deletions as tombstones) to them through the master, in bounded
-//! batches paced by the connection's room and by credits: at most `TRANSFER_WINDOW` batches
+//! one batch per loop iteration. On a membership change it walks its store and sends every key
+//! (value, version; deletions as tombstones) to the key's other replicas under the new
+//! placement — every holder does, so a replica that lost its data gets it back, and versions
+//! make the duplicates harmless — through the master, in bounded batches paced by the
+//! connection's room and by credits: at most `TRANSFER_WINDOW` batches
 //! per target wait to be passed on by the master — clients are never stalled behind a
 //! transfer. Nothing bound for the master is dropped for lack of room: results wait in order.
 //!
