@@ -89,4 +89,9 @@ pub trait Io {
     fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool;
     /// Closes a client once its queued replies are written (QUIT).
     fn close_client(&mut self, client: ClientId);
+    /// Stops (`true`) or resumes (`false`) reading a client's commands: backpressure from a
+    /// role whose work for the client is backed up. A driver without real clients may ignore it.
+    fn hold_client(&mut self, client: ClientId, hold: bool) {
+        let _ = (client, hold);
+    }
 }

@@ -601,6 +601,66 @@ fn a_restarted_cluster_keeps_its_data_and_takes_new_writes() {
     assert!(read_all(&mut client, &keys).iter().all(|v| v == "second"));
 }
 
+/// A client pipelines 100 MB of SETs while a worker is SIGSTOPped: the master stops reading
+/// the client once 4 MiB of its commands are unanswered instead of buffering the rest (its
+/// peak memory stays small), and after SIGCONT every SET is answered OK, in order.
+#[test]
+fn a_pipelining_client_is_held_while_a_worker_is_stalled() {
+    let _serial = serial();
+    let store = Store::start("kv-held", 2, false);
+    let mut client = store.connect();
+    assert_eq!(client.call(&["PING"]), "PONG");
+    let master = store.master.as_ref().expect("the master").id();
+    let before = memory_kib(master);
+    let stopped = store.workers[1]
+        .as_ref()
+        .expect("worker 1")
+        .id()
+        .to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &stopped])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    const SETS: usize = 100_000;
+    let mut stream = client.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let value = "x".repeat(1000);
+        let mut out = Vec::new();
+        for key in 0..SETS {
+            let key = format!("key:{key}");
+            out.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                    key.len(),
+                    value.len()
+                )
+                .as_bytes(),
+            );
+            if out.len() > 1 << 20 {
+                stream.write_all(&out).unwrap();
+                out.clear();
+            }
+        }
+        stream.write_all(&out).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalled = memory_kib(master);
+    signal("-CONT");
+    for index in 0..SETS {
+        assert_eq!(client.read(), "OK", "reply {index}");
+    }
+    writer.join().unwrap();
+    eprintln!("master VmPeak, VmHWM before {before:?} KiB, while stalled {stalled:?} KiB");
+    assert!(
+        stalled.1 < before.1 + 48 * 1024,
+        "the master buffered the client: VmHWM {before:?} -> {stalled:?} KiB"
+    );
+}
+
 #[test]
 fn hostile_resp_input_gets_an_error_and_no_memory() {
     let _serial = serial();

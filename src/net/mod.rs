@@ -132,6 +132,8 @@ struct Connection {
     client: bool,
     /// Client input waits while its replies are past the high-water mark.
     input_paused: bool,
+    /// Client input waits while the role holds it (`Io::hold_client`).
+    held: bool,
     /// Close once the output is written (QUIT, or an error reply).
     close_after_flush: bool,
     /// With a cookie: the nonce we challenged with, the peer's, whether it saw the peer's
@@ -480,6 +482,7 @@ impl<R: Role> Driver<R> {
             want_writable: false,
             client,
             input_paused: false,
+            held: false,
             close_after_flush: false,
             nonce: [0; wire::auth::NONCE_LEN],
             peer_nonce: None,
@@ -703,8 +706,8 @@ impl<R: Role> Driver<R> {
             let Some(connection) = self.io.connections.get_mut(key) else {
                 return;
             };
-            if connection.input_paused || connection.close_after_flush {
-                return; // resumed from the ready list once its replies drain
+            if connection.input_paused || connection.held || connection.close_after_flush {
+                return; // resumed from the ready list once its replies drain or it is released
             }
             connection.input.compact();
             if connection.input.tail().is_empty() {
@@ -776,7 +779,7 @@ impl<R: Role> Driver<R> {
             let Some(connection) = self.io.connections.get_mut(key) else {
                 break;
             };
-            if connection.close_after_flush {
+            if connection.close_after_flush || connection.held {
                 break;
             }
             if connection.output.len() > OUTPUT_HIGH_WATER {
@@ -1346,6 +1349,17 @@ impl Io for NetIo {
         if let Some(connection) = self.connections.get_mut(client).filter(|c| c.client) {
             connection.close_after_flush = true;
             self.mark_dirty(client);
+        }
+    }
+
+    fn hold_client(&mut self, client: ClientId, hold: bool) {
+        if let Some(connection) = self.connections.get_mut(client).filter(|c| c.client) {
+            let released = connection.held && !hold;
+            connection.held = hold;
+            if released {
+                // Commands already buffered, and the socket, are read again.
+                self.ready.push(client);
+            }
         }
     }
 }

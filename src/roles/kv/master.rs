@@ -9,7 +9,10 @@
 //!   sent the newest). A read needs an answer from a replica that is not still catching up
 //!   after a rejoin (unless every replica is); a replica dying mid-read only drops its answer.
 //! - Replies leave in command order per client, whatever order the workers answer in: each
-//!   client has a queue of entries and only its head is ever written.
+//!   client has a queue of entries and only its head is ever written. A client whose queue
+//!   passes `CLIENT_ENTRIES_MAX` entries or `CLIENT_BYTES_MAX` bytes of commands is held (the
+//!   driver stops reading it) until half of that is answered: a pipelining client cannot grow
+//!   the master's memory while workers are slow.
 //! - Nothing is dropped for lack of room: a batch the link to a worker cannot take yet waits,
 //!   in order, in that worker's outbox (sent on `on_writable` and at every flush). Transfer
 //!   batches relayed from one worker to another are credited back to their sender once passed
@@ -82,7 +85,20 @@ enum Queued {
     },
 }
 
-/// What a client is owed, in order.
+/// A client is held past this many unanswered commands...
+const CLIENT_ENTRIES_MAX: usize = 4096;
+/// ... or this many bytes of them.
+const CLIENT_BYTES_MAX: usize = 4 << 20;
+
+/// What a client is owed, in order (with the size of the command each entry answers).
+#[derive(Default)]
+struct Owed {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+    held: bool,
+}
+
+/// What a client is owed for one command.
 enum Entry {
     /// A reply decided at once (kept in order behind earlier ones).
     Now(Owned),
@@ -137,7 +153,7 @@ pub struct Master {
     spare_batches: Vec<Vec<u8>>,
     pending: Slab<Pending>,
     generation: u32,
-    clients: HashMap<ClientId, VecDeque<Entry>>,
+    clients: HashMap<ClientId, Owed>,
     /// The client whose command is being turned into operations.
     current: ClientId,
     /// Scratch: clients with a completed operation in the batch being read.
@@ -682,14 +698,24 @@ impl Master {
         self.current = client;
         let entry = self.command(io, &command);
         if let Some(entry) = entry {
-            self.clients.entry(client).or_default().push_back(entry);
+            let bytes = command.data.len();
+            let owed = self.clients.entry(client).or_default();
+            owed.entries.push_back((entry, bytes));
+            owed.bytes += bytes;
             self.drain(io, client);
+            let owed = self.clients.get_mut(&client).expect("present");
+            if !owed.held
+                && (owed.entries.len() > CLIENT_ENTRIES_MAX || owed.bytes > CLIENT_BYTES_MAX)
+            {
+                owed.held = true;
+                io.hold_client(client, true);
+            }
         }
     }
 
     pub fn on_client_closed(&mut self, _io: &mut impl Io, client: ClientId) {
-        if let Some(queue) = self.clients.remove(&client) {
-            for entry in queue {
+        if let Some(owed) = self.clients.remove(&client) {
+            for (entry, _) in owed.entries {
                 for pending in entry_pendings(&entry) {
                     self.release(pending);
                 }
@@ -920,21 +946,26 @@ impl Master {
     /// Writes the client's replies that are complete, from the head of its queue.
     fn drain(&mut self, io: &mut impl Io, client: ClientId) {
         loop {
-            let Some(queue) = self.clients.get(&client) else {
+            let Some(owed) = self.clients.get_mut(&client) else {
                 return;
             };
-            let Some(entry) = queue.front() else { return };
+            let release = owed.held
+                && owed.entries.len() <= CLIENT_ENTRIES_MAX / 2
+                && owed.bytes <= CLIENT_BYTES_MAX / 2;
+            if release {
+                owed.held = false;
+                io.hold_client(client, false);
+            }
+            let Some((entry, _)) = owed.entries.front() else {
+                return;
+            };
             let done =
                 entry_pendings(entry).all(|p| self.pending.get(p).is_none_or(|p| p.waiting == 0));
             if !done {
                 return;
             }
-            let entry = self
-                .clients
-                .get_mut(&client)
-                .expect("present")
-                .pop_front()
-                .expect("front");
+            let (entry, bytes) = owed.entries.pop_front().expect("front");
+            owed.bytes -= bytes;
             self.reply(io, client, &entry);
             for pending in entry_pendings(&entry) {
                 self.release(pending);
