@@ -219,3 +219,97 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
     assert_eq!(connected, 900, "the storm did not happen");
     assert!(log.contains("new connections per second"), "{log}");
 }
+
+/// 64 idle connections — the most a node keeps awaiting a handshake — held on kv worker 0's
+/// peer port before the rest of the cluster starts (every other node dials node 0), each
+/// replaced as soon as the worker closes it: the master and worker 1, dialling in behind them,
+/// are still let in (the oldest idle one gives way) well before the 5 s in which idle ones
+/// time out.
+#[test]
+fn idle_connections_cannot_keep_peers_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial();
+    let dir = scratch_dir("auth-idle");
+    let ports = free_ports(4);
+    let peers = dir.join("workers.txt");
+    std::fs::write(
+        &peers,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(POLLEN)
+            .arg("kv")
+            .args(args)
+            .arg("--peer-config-file")
+            .arg(&peers)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pollen kv")
+    };
+    let mut processes = vec![spawn(&["slave", &ports[0].to_string()])];
+    let port = ports[0];
+    let connect = move || loop {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+            stream.set_nonblocking(true).unwrap();
+            return stream;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut idle: Vec<TcpStream> = (0..64).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut replaced = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for stream in idle.iter_mut() {
+                    // The worker's hello arrives and is ignored; only a close counts.
+                    let mut bytes = [0u8; 512];
+                    let closed = match stream.read(&mut bytes) {
+                        Ok(read) => read == 0,
+                        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    if closed {
+                        *stream = connect();
+                        replaced += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            replaced
+        })
+    };
+    let started = Instant::now();
+    processes.push(spawn(&["slave", &ports[1].to_string()]));
+    processes.push(spawn(&[
+        "master",
+        &ports[2].to_string(),
+        "--resp-port",
+        &ports[3].to_string(),
+        "--no-repl",
+    ]));
+    let mut client = Resp::connect(ports[3]);
+    let mut report = String::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        report = client.call(&["NODES"]);
+        if report.contains("worker 0 up") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let replaced = attacker.join().unwrap();
+    for child in &mut processes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("worker 0 joined after {waited:?}; the attacker replaced {replaced} connections");
+    assert!(report.contains("worker 0 up"), "kept out: {report}");
+}

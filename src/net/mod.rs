@@ -398,8 +398,8 @@ impl<R: Role> Driver<R> {
                     if io.now_us.saturating_sub(io.accept_window_us) >= 1_000_000 {
                         if io.refused_in_window > 0 {
                             info!(
-                                "node {}: refused {} connections in the last second (at most \
-                                 {ACCEPTS_PER_SECOND_MAX} new connections per second, \
+                                "node {}: refused or evicted {} connections in the last second \
+                                 (at most {ACCEPTS_PER_SECOND_MAX} new connections per second, \
                                  {UNIDENTIFIED_CONNECTIONS_MAX} awaiting their handshake)",
                                 io.node, io.refused_in_window
                             );
@@ -408,25 +408,38 @@ impl<R: Role> Driver<R> {
                         io.accepted_in_window = 0;
                         io.refused_in_window = 0;
                     }
-                    // Each accepted connection holds a pair of buffers until it is identified or
-                    // times out, so their number is capped, not just their rate.
-                    let awaiting = io
-                        .connections
-                        .iter()
-                        .filter(|(_, c)| {
-                            !c.client
-                                && c.state == State::Handshaking
-                                && c.peer.is_none_or(|peer| !io.peers[peer].dial)
-                        })
-                        .count();
-                    if io.accepted_in_window >= ACCEPTS_PER_SECOND_MAX
-                        || awaiting >= UNIDENTIFIED_CONNECTIONS_MAX
-                    {
+                    if io.accepted_in_window >= ACCEPTS_PER_SECOND_MAX {
                         io.refused_in_window += 1;
                         drop(stream);
                         continue;
                     }
+                    // Each accepted connection holds a pair of buffers until it is identified or
+                    // times out, so their number is capped, not just their rate. At the cap the
+                    // oldest gives way: idle connections cannot starve a peer that is dialling
+                    // (it finishes its handshake in a round trip or two, long before the
+                    // accept rate lets 64 newer ones in behind it).
+                    let mut awaiting = 0;
+                    let mut oldest: Option<(Micros, usize)> = None;
+                    for (key, c) in &io.connections {
+                        let inbound = c.peer.is_none_or(|peer| !io.peers[peer].dial);
+                        if !c.client && c.state == State::Handshaking && inbound {
+                            awaiting += 1;
+                            if oldest.is_none_or(|(opened, _)| c.opened_us < opened) {
+                                oldest = Some((c.opened_us, key));
+                            }
+                        }
+                    }
                     io.accepted_in_window += 1;
+                    if awaiting >= UNIDENTIFIED_CONNECTIONS_MAX
+                        && let Some((_, key)) = oldest
+                    {
+                        io.refused_in_window += 1;
+                        self.close(
+                            key,
+                            "evicted: too many connections awaiting their handshake",
+                        );
+                    }
+                    let io = &mut self.io;
                     if io.connections.len() == io.connections.capacity() {
                         info!("refusing connection from {address}: connection table full");
                         continue;
@@ -946,8 +959,9 @@ impl<R: Role> Driver<R> {
         }
         let Some(peer) = connection.peer else {
             let address = connection.stream.peer_addr().map(|a| a.to_string());
-            if reason == "closed by peer" {
-                // Port scans and connection storms: not worth a line each.
+            if reason == "closed by peer" || reason.starts_with("evicted") {
+                // Port scans and connection storms: not worth a line each (evictions are
+                // counted in the once-a-second summary).
                 debug!(
                     "node {}: unidentified connection ({address:?}) closed",
                     io.node
