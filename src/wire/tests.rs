@@ -393,3 +393,23 @@ fn kv_batches_iterate_what_was_appended() {
     broken[2 + 18] = 200;
     assert!(kv::KvOps::decode(&broken).is_err());
 }
+
+/// Writes one frame of every sample message to `fuzz/seeds/frames/` (a chunking byte first, as
+/// the `frames` fuzz target reads its input): `cargo test --lib -- --ignored frame_seeds`.
+#[test]
+#[ignore = "writes the fuzz seeds; run by hand"]
+fn frame_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut count = 0;
+    for (values, states) in samples() {
+        for message in messages(&values, &states) {
+            let mut seed = vec![255u8];
+            seed.extend_from_slice(&encode_to_vec(&message));
+            let name = format!("{:?}-{count}", message.kind());
+            std::fs::write(dir.join(name), seed).unwrap();
+            count += 1;
+        }
+    }
+    assert!(count > 0);
+}
