@@ -539,12 +539,14 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                     deliveries: report.stats.deliveries,
                     line: Some(format!(
                         "{} acknowledged writes, {} read repairs, {} torn log tails, {} batches \
-                         queued, {} credit waits",
+                         queued, {} credit waits, {} suspicions, {} evictions",
                         report.writes,
                         report.read_repairs,
                         report.torn_tails,
                         report.queued_batches,
-                        report.credit_waits
+                        report.credit_waits,
+                        report.suspicions,
+                        report.evictions
                     )),
                     faults: report.faults.len(),
                     trace: report.trace,

@@ -57,6 +57,11 @@ pub struct Options {
     pub fsync: Option<Fsync>,
     /// Values are padded to this many bytes (0: short values).
     pub value_bytes: usize,
+    /// The failure detector at the simulation's scale: heartbeats every 10 ms, a worker
+    /// silent for `suspect_us` is suspected and `evict_us` later evicted (so that the seeds'
+    /// pauses, 15–150 ms, trip both).
+    pub suspect_us: Micros,
+    pub evict_us: Micros,
     pub keys_per_client: usize,
 }
 
@@ -72,6 +77,8 @@ impl Options {
             trace: false,
             fsync: None,
             value_bytes: 0,
+            suspect_us: 40_000,
+            evict_us: 60_000,
             keys_per_client: KEYS_PER_CLIENT,
         }
     }
@@ -114,6 +121,9 @@ pub struct Report {
     /// credits.
     pub queued_batches: u64,
     pub credit_waits: u64,
+    /// Workers the master's failure detector suspected, and evicted.
+    pub suspicions: u64,
+    pub evictions: u64,
 }
 
 /// What a client sent, in order (its replies come in the same order).
@@ -142,6 +152,8 @@ pub fn run(options: &Options) -> Report {
             torn_tails: 0,
             queued_batches: 0,
             credit_waits: 0,
+            suspicions: 0,
+            evictions: 0,
         }
     })
 }
@@ -162,9 +174,11 @@ fn simulate(options: &Options) -> Report {
         .map(|worker| Disk::new(options.seed ^ (worker as u64) << 32))
         .collect();
     let fsync = options.fsync;
+    let (suspect_us, evict_us) = (options.suspect_us, options.evict_us);
     let factory_disks = disks.clone();
     let factory = Box::new(move |node| {
-        let kv = Kv::new(node, workers, replicas, None);
+        let kv = Kv::new(node, workers, replicas, None)
+            .with_failure_detector(10_000, suspect_us, evict_us);
         match fsync {
             Some(policy) if node < workers => {
                 let journal = SimJournal::new(factory_disks[node].clone(), policy);
@@ -291,9 +305,14 @@ fn simulate(options: &Options) -> Report {
             0,
         ),
     };
-    let (read_repairs, queued_batches) = match sim.role(master) {
-        Some(Kv::Master(master)) => (master.read_repairs, master.queued_batches),
-        _ => (0, 0),
+    let (read_repairs, queued_batches, suspicions, evictions) = match sim.role(master) {
+        Some(Kv::Master(master)) => (
+            master.read_repairs,
+            master.queued_batches,
+            master.suspicions,
+            master.evictions,
+        ),
+        _ => (0, 0, 0, 0),
     };
     let credit_waits = (0..workers)
         .map(|worker| match sim.role(worker) {
@@ -311,6 +330,8 @@ fn simulate(options: &Options) -> Report {
         torn_tails: disks.iter().map(|disk| disk.borrow().torn_tails).sum(),
         queued_batches,
         credit_waits,
+        suspicions,
+        evictions,
     }
 }
 
@@ -335,6 +356,12 @@ fn stale_read_windows(schedule: &[(Micros, Fault)], replicas: usize) -> Vec<(Mic
             Fault::Restart { node } if down.get(node) == Some(&true) => {
                 down[node] = false;
                 edges.push((at + CATCH_UP_US, -1));
+            }
+            // A paused worker is routed around once the failure detector suspects it, and
+            // catches up when it speaks again.
+            Fault::Pause { for_us, .. } => {
+                edges.push((at, 1));
+                edges.push((at + for_us + CATCH_UP_US, -1));
             }
             _ => {}
         }

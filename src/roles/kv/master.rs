@@ -18,6 +18,12 @@
 //!   batches relayed from one worker to another are credited back to their sender once passed
 //!   on (`KvCredit`); a sender keeps a bounded window of them un-credited, so the outbox of a
 //!   slow worker holds at most a window per sender besides client operations.
+//! - A worker that says nothing for `suspect_us` (workers send a heartbeat when idle) is
+//!   suspected: nothing waits for it any more — a SIGSTOPped worker no longer stalls the
+//!   requests routed to it — but its writes are still sent, so that when it speaks again it has
+//!   them all, in order. Suspected for `evict_us` (10 s), or with more than
+//!   `OUTBOX_EVICT_BYTES` waiting for it, it is evicted: a membership without it, its outbox
+//!   dropped; when it speaks again it rejoins like a restarted worker.
 //! - A worker is dead when its connection drops: writes in flight stop waiting for it, reads in
 //!   flight get an error (the client may retry), and the new membership goes to every live
 //!   worker, which sends the keys the new placement needs (relayed here) — see `worker.rs`.
@@ -28,7 +34,7 @@ use std::fmt::Write as _;
 use slab::Slab;
 
 use super::placement::{HashRing, REPLICAS_MAX};
-use crate::node::{ClientId, Io, NodeId};
+use crate::node::{ClientId, Io, Micros, NodeId};
 use crate::wire::client::{Command, Reply};
 use crate::wire::kv::{
     KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL,
@@ -136,6 +142,19 @@ pub struct Master {
     up: Vec<bool>,
     /// Told to exit (KILL): no new requests, but what it was sent is still answered.
     killed: Vec<bool>,
+    /// Silent for `suspect_us`: nothing waits for it until it speaks again.
+    suspected: Vec<bool>,
+    suspected_since: Vec<Micros>,
+    /// Suspected too long: out of the membership until it speaks again.
+    evicted: Vec<bool>,
+    /// Bytes of operations in each worker's outbox.
+    outbox_bytes: Vec<usize>,
+    /// When each worker last sent anything.
+    last_heard: Vec<Micros>,
+    suspect_us: Micros,
+    evict_us: Micros,
+    /// The previous failure-detector check (a master that was itself stalled suspects no one).
+    last_check: Micros,
     /// The membership epoch in which each worker (re)joined.
     joined: Vec<u32>,
     /// The last epoch for which each worker finished sending the keys others need.
@@ -170,6 +189,9 @@ pub struct Master {
     pub read_repairs: u64,
     /// Batches that had to wait in an outbox.
     pub queued_batches: u64,
+    /// Workers the failure detector suspected, and evicted.
+    pub suspicions: u64,
+    pub evictions: u64,
     /// The REPL client, whose QUIT stops the cluster.
     repl: Option<ClientId>,
     stopping: bool,
@@ -181,6 +203,13 @@ pub struct Master {
 
 /// Clients wait at most this long for every worker before being served by those up.
 pub const START_TIMEOUT_US: u64 = 3_000_000;
+/// A worker silent this long is suspected: nothing waits for it (workers send a heartbeat
+/// every `worker::HEARTBEAT_US` when idle).
+pub const SUSPECT_US: Micros = 1_000_000;
+/// Suspected this long, a worker is evicted from the membership.
+pub const EVICT_US: Micros = 10_000_000;
+/// A suspected worker with this much waiting for it is evicted at once.
+const OUTBOX_EVICT_BYTES: usize = 16 << 20;
 
 impl Master {
     pub fn new(workers: usize, replicas: usize, repl: Option<ClientId>) -> Master {
@@ -190,6 +219,14 @@ impl Master {
             replicas: replicas.clamp(1, REPLICAS_MAX),
             up: vec![false; workers],
             killed: vec![false; workers],
+            suspected: vec![false; workers],
+            suspected_since: vec![0; workers],
+            evicted: vec![false; workers],
+            outbox_bytes: vec![0; workers],
+            last_heard: vec![0; workers],
+            suspect_us: SUSPECT_US,
+            evict_us: EVICT_US,
+            last_check: 0,
             joined: vec![0; workers],
             transferred: vec![0; workers],
             ring: HashRing::default(),
@@ -212,6 +249,8 @@ impl Master {
             fsync: vec![""; workers],
             read_repairs: 0,
             queued_batches: 0,
+            suspicions: 0,
+            evictions: 0,
             repl,
             stopping: false,
             backlog: Some(Vec::new()),
@@ -224,11 +263,101 @@ impl Master {
         self.version = self.version.max(version);
     }
 
-    /// Workers requests may go to.
+    /// Suspects a worker silent for `suspect_us` (default `SUSPECT_US`)
+    /// and evicts one suspected for `evict_us` (default `EVICT_US`).
+    pub fn set_failure_timeouts(&mut self, suspect_us: Micros, evict_us: Micros) {
+        self.suspect_us = suspect_us;
+        self.evict_us = evict_us;
+    }
+
+    /// Workers requests may go to (the membership).
     fn live(&self) -> Vec<NodeId> {
-        (0..self.workers)
-            .filter(|&w| self.up[w] && !self.killed[w])
-            .collect()
+        (0..self.workers).filter(|&w| self.routed(w)).collect()
+    }
+
+    fn routed(&self, worker: NodeId) -> bool {
+        self.up[worker] && !self.killed[worker] && !self.evicted[worker]
+    }
+
+    /// Whether requests wait for `worker`'s answer.
+    fn answering(&self, worker: NodeId) -> bool {
+        self.routed(worker) && !self.suspected[worker]
+    }
+
+    /// How often the failure detector runs.
+    pub fn check_every_us(&self) -> Micros {
+        (self.suspect_us / 4).max(1_000)
+    }
+
+    /// The failure detector: suspects the workers silent for `suspect_us`.
+    pub fn check(&mut self, io: &mut impl Io) {
+        let now = io.now();
+        if now.saturating_sub(self.last_check) > self.suspect_us {
+            // We were stalled ourselves (or just started): nobody had a chance to be heard.
+            self.last_heard.fill(now);
+        }
+        self.last_check = now;
+        for worker in 0..self.workers {
+            if !self.routed(worker) {
+                continue;
+            }
+            let silent = now.saturating_sub(self.last_heard[worker]);
+            if !self.suspected[worker] && silent > self.suspect_us {
+                info!(
+                    "master: worker {worker} silent for {} ms; nothing waits for it",
+                    silent / 1000
+                );
+                self.suspected[worker] = true;
+                self.suspected_since[worker] = now;
+                self.suspicions += 1;
+                self.forget(worker);
+                self.drain_all(io);
+            } else if self.suspected[worker]
+                && (now - self.suspected_since[worker] > self.evict_us
+                    || self.outbox_bytes[worker] > OUTBOX_EVICT_BYTES)
+            {
+                info!(
+                    "master: worker {worker} silent for {} ms; evicting it until it speaks",
+                    silent / 1000
+                );
+                self.evicted[worker] = true;
+                self.evictions += 1;
+                self.drop_outbox(worker);
+                self.new_membership(io);
+                self.drain_all(io);
+            }
+        }
+    }
+
+    /// A suspected worker spoke: everything sent to it while it was silent reaches it first.
+    /// An evicted one rejoins like a restarted worker.
+    fn heard(&mut self, io: &mut impl Io, worker: NodeId) {
+        self.last_heard[worker] = io.now();
+        if !self.up[worker] || !self.suspected[worker] {
+            return;
+        }
+        self.suspected[worker] = false;
+        if self.evicted[worker] {
+            info!("master: worker {worker} speaks again; rejoining it");
+            self.evicted[worker] = false;
+            self.new_membership(io);
+            self.joined[worker] = self.epoch;
+        } else {
+            info!("master: worker {worker} speaks again");
+        }
+    }
+
+    /// Drops what waits for `worker` (it is gone or evicted).
+    fn drop_outbox(&mut self, worker: NodeId) {
+        self.batches[worker].clear();
+        let outbox = std::mem::take(&mut self.outbox[worker]);
+        for queued in outbox {
+            if let Queued::Ops { ops, .. } = queued {
+                self.recycle(ops);
+            }
+        }
+        self.outbox_bytes[worker] = 0;
+        self.credits[worker].fill(0);
     }
 
     // ----- membership -----
@@ -237,6 +366,9 @@ impl Master {
         if peer < self.workers {
             self.up[peer] = true;
             self.killed[peer] = false;
+            self.suspected[peer] = false;
+            self.evicted[peer] = false;
+            self.last_heard[peer] = io.now();
             info!("master: worker {peer} joined");
             self.new_membership(io);
             self.joined[peer] = self.epoch;
@@ -280,18 +412,22 @@ impl Master {
         if peer >= self.workers || !self.up[peer] {
             return;
         }
-        let routed = !self.killed[peer];
+        let routed = self.routed(peer);
         self.up[peer] = false;
+        self.suspected[peer] = false;
+        self.evicted[peer] = false;
         info!("master: worker {peer} is down; redistributing its keys");
-        self.batches[peer].clear();
-        let outbox = std::mem::take(&mut self.outbox[peer]);
-        for queued in outbox {
-            if let Queued::Ops { ops, .. } = queued {
-                self.recycle(ops);
-            }
+        self.drop_outbox(peer);
+        self.forget(peer);
+        if routed {
+            self.new_membership(io);
         }
-        self.credits[peer].fill(0);
-        // Writes stop waiting for it; reads that needed it fail (the client may retry).
+        self.drain_all(io);
+    }
+
+    /// Operations stop waiting for `peer`: writes go on without it; reads that needed it fail
+    /// (the client may retry).
+    fn forget(&mut self, peer: NodeId) {
         let keys: Vec<usize> = self.pending.iter().map(|(key, _)| key).collect();
         for key in keys {
             let pending = &mut self.pending[key];
@@ -313,10 +449,6 @@ impl Master {
                 }
             }
         }
-        if routed {
-            self.new_membership(io);
-        }
-        self.drain_all(io);
     }
 
     fn new_membership(&mut self, io: &mut impl Io) {
@@ -391,6 +523,7 @@ impl Master {
         }
         let spare = self.spare_batch();
         let ops = std::mem::replace(&mut self.batches[worker], spare);
+        self.outbox_bytes[worker] += ops.len();
         self.outbox[worker].push_back(Queued::Ops { ops, credit: None });
         self.queued_batches += 1;
     }
@@ -426,6 +559,7 @@ impl Master {
                 return;
             }
             if let Some(Queued::Ops { ops, credit }) = self.outbox[worker].pop_front() {
+                self.outbox_bytes[worker] -= ops.len();
                 if let Some(source) = credit {
                     self.credits[source][worker] += 1;
                 }
@@ -459,7 +593,7 @@ impl Master {
     /// finished sending it the keys of the membership it joined in.
     fn syncing(&self, worker: NodeId) -> bool {
         let joined = self.joined[worker];
-        (0..self.workers).any(|w| self.up[w] && !self.killed[w] && self.transferred[w] < joined)
+        (0..self.workers).any(|w| self.routed(w) && self.transferred[w] < joined)
     }
 
     /// The key's live replicas.
@@ -476,20 +610,25 @@ impl Master {
         }
         let count = self.replicas_of(key, &mut replicas);
         let (mut waiting, mut ready) = (0u64, 0u64);
-        for &worker in &replicas[..count] {
+        for &worker in replicas[..count].iter().filter(|&&w| self.answering(w)) {
             waiting |= 1 << worker;
             if !self.syncing(worker) {
                 ready |= 1 << worker;
             }
         }
         let pending = self.new_pending(kind, waiting);
+        if waiting == 0 {
+            // Every replica is suspected: nobody to ask.
+            self.pending[pending].failed = true;
+            return pending;
+        }
         let request = self.request_id(pending);
         let state = &mut self.pending[pending];
         state.ready = ready;
         // When every replica is catching up, the newest of their answers is the best there is.
         state.trusted = ready == 0;
         state.key.extend_from_slice(key);
-        for &worker in &replicas[..count] {
+        for &worker in replicas[..count].iter().filter(|&&w| waiting & 1 << w != 0) {
             let op = Op {
                 kind: OP_GET,
                 request,
@@ -505,9 +644,14 @@ impl Master {
     fn write(&mut self, io: &mut impl Io, kind: Kind, key: &[u8], value: &[u8]) -> usize {
         let mut replicas = [0; REPLICAS_MAX];
         let count = self.replicas_of(key, &mut replicas);
-        let waiting = replicas[..count].iter().fold(0, |mask, &w| mask | 1 << w);
+        // Suspected replicas get the write too (they apply it when they resume) but nothing
+        // waits for them; with none answering there is nobody to acknowledge it.
+        let waiting = replicas[..count]
+            .iter()
+            .filter(|&&w| self.answering(w))
+            .fold(0, |mask, &w| mask | 1 << w);
         let pending = self.new_pending(kind, waiting);
-        if count == 0 {
+        if waiting == 0 {
             self.pending[pending].failed = true;
         }
         self.version += 1;
@@ -677,6 +821,7 @@ impl Master {
         }
         let mut copy = self.spare_batch();
         copy.extend_from_slice(ops.ops);
+        self.outbox_bytes[target] += copy.len();
         self.outbox[target].push_back(Queued::Ops {
             ops: copy,
             credit: Some(source),
@@ -838,7 +983,7 @@ impl Master {
             let worker = worker.and_then(|text| text.parse::<NodeId>().ok());
             return Some(
                 match worker.filter(|&w| arguments == 2 && w < self.workers) {
-                    Some(worker) if self.up[worker] && !self.killed[worker] => {
+                    Some(worker) if self.routed(worker) => {
                         let op = Op {
                             kind: OP_KILL,
                             request: 0,
@@ -1091,6 +1236,9 @@ impl Master {
     }
 
     pub fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        if from < self.workers {
+            self.heard(io, from);
+        }
         match message {
             Message::KvResults(results) if from < self.workers => {
                 self.receive_results(io, from, &results)

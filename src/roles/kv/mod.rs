@@ -30,12 +30,14 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-use crate::node::{ClientId, Io, NodeId, Role, Timer};
+use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer};
 use crate::wire::Message;
 use crate::wire::client::Command;
 
 /// The master stops waiting for workers that have not connected.
 const TIMER_READY: Timer = Timer(100);
+/// The master's failure detector runs.
+const TIMER_CHECK: Timer = Timer(101);
 
 /// Either end of the store, so one role type serves every node of a cluster.
 pub enum Kv {
@@ -61,6 +63,22 @@ impl Kv {
         }
     }
 
+    /// The failure detector's timing: an idle worker sends a heartbeat every `heartbeat_us`;
+    /// the master stops waiting for a worker silent for `suspect_us` and evicts it from the
+    /// membership once it has been suspected for `evict_us`.
+    pub fn with_failure_detector(
+        mut self,
+        heartbeat_us: Micros,
+        suspect_us: Micros,
+        evict_us: Micros,
+    ) -> Kv {
+        match &mut self {
+            Kv::Master(master) => master.set_failure_timeouts(suspect_us, evict_us),
+            Kv::Worker(worker) => worker.set_heartbeat_us(heartbeat_us),
+        }
+        self
+    }
+
     /// The master's first version (versions then count up from it); no effect on a worker.
     pub fn with_version_base(mut self, base: u64) -> Kv {
         if let Kv::Master(master) = &mut self {
@@ -73,8 +91,9 @@ impl Kv {
 impl Role for Kv {
     fn on_start(&mut self, io: &mut impl Io) {
         match self {
-            Kv::Master(_) => {
+            Kv::Master(master) => {
                 io.set_timer(master::START_TIMEOUT_US, TIMER_READY);
+                io.set_timer(master.check_every_us(), TIMER_CHECK);
             }
             Kv::Worker(worker) => worker.on_start(io),
         }
@@ -88,6 +107,10 @@ impl Role for Kv {
     fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
         match self {
             Kv::Master(master) if timer == TIMER_READY => master.ready(io),
+            Kv::Master(master) if timer == TIMER_CHECK => {
+                master.check(io);
+                io.set_timer(master.check_every_us(), TIMER_CHECK);
+            }
             Kv::Master(_) => {}
             Kv::Worker(worker) => worker.on_timer(io, timer),
         }

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use super::placement::{HashRing, REPLICAS_MAX};
 use super::store::Store;
 use crate::journal::{Journal, Record};
-use crate::node::{Io, NodeId, Timer};
+use crate::node::{Io, Micros, NodeId, Timer};
 use crate::wire::kv::{
     KEY_BYTES_MAX, KvCredit, KvMembership, KvOps, KvResults, KvStats, OP_DEL, OP_GET, OP_KILL,
     OP_PUT, OP_SET, OP_STATS, Op, OpResult, REQUEST_HELLO, STATUS_INTEGER, STATUS_NIL, STATUS_OK,
@@ -38,6 +38,8 @@ const TRANSFER_KEYS_PER_STEP: usize = 4096;
 const TRANSFER_WINDOW: u32 = 32;
 const TIMER_TICK: Timer = Timer(1);
 const TICK_US: u64 = 10_000;
+/// An idle worker tells the master it is alive this often (see `master::SUSPECT_US`).
+pub const HEARTBEAT_US: Micros = 100_000;
 /// A log is rewritten when it is this many times the size of the live data.
 pub const REWRITE_FACTOR: u64 = 2;
 /// Bytes of live data a rewrite writes per tick (100 MiB/s at most, in 1 MiB steps).
@@ -115,6 +117,8 @@ pub struct Worker {
     pub sent_keys: u64,
     /// Transfer steps that stopped for want of credits.
     pub credit_waits: u64,
+    heartbeat_us: Micros,
+    last_heartbeat: Micros,
 }
 
 impl Worker {
@@ -147,6 +151,8 @@ impl Worker {
             max_version: 0,
             sent_keys: 0,
             credit_waits: 0,
+            heartbeat_us: HEARTBEAT_US,
+            last_heartbeat: 0,
         }
     }
 
@@ -234,7 +240,17 @@ impl Worker {
         }
     }
 
+    pub fn set_heartbeat_us(&mut self, heartbeat_us: Micros) {
+        self.heartbeat_us = heartbeat_us;
+    }
+
     pub fn on_timer(&mut self, io: &mut impl Io, _timer: Timer) {
+        // A heartbeat: an empty batch of results (the master counts any frame as a sign of
+        // life; under load the results themselves are).
+        if io.now().saturating_sub(self.last_heartbeat) >= self.heartbeat_us {
+            self.last_heartbeat = io.now();
+            io.send(self.master, &Message::KvResults(KvResults { results: &[] }));
+        }
         self.step_transfer(io);
         self.step_rewrite(io);
         // Idle or not, `everysec` gets its chance to sync.
