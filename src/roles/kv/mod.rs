@@ -2,13 +2,16 @@
 //! towards Dynamo). A master serves clients — the REPL on stdin and Redis clients (RESP2) on a
 //! port — and places every key on `replicas` workers chosen by consistent hashing over the
 //! live workers (`placement.rs`). Writes go to every live replica and are acknowledged once all
-//! have applied them; reads go to the first live replica.
+//! have applied them; reads go to every live replica (the newest version wins).
 //!
 //! Faults: a worker whose connection drops is dead at once — requests route to the remaining
 //! replicas, and the new membership makes the workers copy every key whose placement changed
 //! to its new replicas (in bounded batches, relayed by the master), so every key again has
 //! `replicas` live copies. A worker that comes back rejoins and receives its ranges. Versions
-//! assigned by the master keep replicas and transfers from reviving old values.
+//! assigned by the master keep replicas and transfers from reviving old values. A worker that
+//! goes silent without dropping its connection is suspected after `master::SUSPECT_US` of
+//! silence (idle workers send heartbeats): nothing waits for it, though its writes are still
+//! sent; evicted after `master::EVICT_US`, it rejoins when it speaks again.
 //!
 //! Durability: a worker started with a journal (`--data-dir`) logs every applied write before
 //! acknowledging it and replays the log when it restarts; it then rejoins as above and the
@@ -18,9 +21,9 @@
 //! version a worker reports, so a restarted master keeps issuing newer versions.
 //!
 //! Not handled: the master is a single point of failure (its clients lose it; the workers
-//! exit, and keep their data only if they have a data dir); a paused worker (SIGSTOP) keeps
-//! its connection and stalls the requests routed to it; reads in flight to a worker that dies
-//! fail with an error the client may retry unless a ready replica answered.
+//! exit, and keep their data only if they have a data dir); requests wait up to the suspicion
+//! time for a silent worker; reads in flight to a worker that dies fail with an error the
+//! client may retry unless a ready replica answered.
 
 pub mod master;
 pub mod placement;
