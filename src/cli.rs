@@ -728,7 +728,7 @@ const KV_BRIEF: &str = "\
 usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE]      (alias: worker)
                        [--data-dir DIR [--fsync always|everysec|no] [--rewrite-min BYTES]] [-v]
        pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--replicas N]
-                        [--resp-port P] [--no-repl] [-v]
+                        [--resp-port P] [--no-repl] [--suspect-ms MS] [--evict-ms MS] [-v]
 
 The peers file lists the workers (default peers.json). The master reads commands on stdin
 (GET, SET, DEL, KILL, NODES, QUIT, ...) and serves the Redis protocol on --resp-port
@@ -791,6 +791,19 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
     );
     options.optopt(
         "",
+        "suspect-ms",
+        "master: stop waiting for a worker silent this long (default 1000; workers beat every \
+         100 ms)",
+        "MS",
+    );
+    options.optopt(
+        "",
+        "evict-ms",
+        "master: take a worker suspected this long out of the membership (default 10000)",
+        "MS",
+    );
+    options.optopt(
+        "",
         "rewrite-min",
         "worker: rewrite the log once it is past this size and twice the live data \
          (default 67108864)",
@@ -827,6 +840,15 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         ))
     })?;
     let rewrite_min: u64 = number(&matches, "rewrite-min", 64 << 20)?;
+    let suspect_ms: u64 = number(&matches, "suspect-ms", 1000)?;
+    let evict_ms: u64 = number(&matches, "evict-ms", 10_000)?;
+    if suspect_ms < 300 || evict_ms < suspect_ms {
+        return Err(Exit::Usage(
+            "kv: --suspect-ms must be at least 300 (three heartbeats) and --evict-ms at least \
+             --suspect-ms"
+                .to_string(),
+        ));
+    }
     let data_dir = matches.opt_str("data-dir");
     if data_dir.is_none() && (matches.opt_present("fsync") || matches.opt_present("rewrite-min")) {
         return Err(Exit::Usage(
@@ -861,8 +883,10 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
     } else {
         None
     };
+    let heartbeat_us = crate::roles::kv::worker::HEARTBEAT_US;
     let mut role =
-        crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT));
+        crate::roles::kv::Kv::new(node, workers, replicas, repl.then_some(net::REPL_CLIENT))
+            .with_failure_detector(heartbeat_us, suspect_ms * 1000, evict_ms * 1000);
     if let Some(dir) = data_dir {
         let journal = crate::journal::file::FileJournal::open(std::path::Path::new(&dir), fsync)
             .map_err(Exit::Failure)?;

@@ -93,6 +93,10 @@ fn bad_arguments_exit_2_with_one_line() {
     );
     assert_usage_error(&["kv", "master", "3000", "--data-dir", "d"], "for workers");
     assert_usage_error(&["sim", "kv", "--fsync", "often"], "--fsync");
+    assert_usage_error(
+        &["kv", "master", "3000", "--suspect-ms", "50"],
+        "--suspect-ms",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
