@@ -107,6 +107,16 @@ impl Store {
         self.dir.join(format!("worker-{worker}.log"))
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to a worker.
+    fn signal_worker(&self, worker: usize, signal: &str) {
+        let pid = self.workers[worker].as_ref().expect("started").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// SIGKILL, and reap.
     fn kill_worker(&mut self, worker: usize) {
         if let Some(mut child) = self.workers[worker].take() {
@@ -614,19 +624,7 @@ fn a_pipelining_client_is_held_while_a_worker_is_stalled() {
     assert_eq!(client.call(&["PING"]), "PONG");
     let master = store.master.as_ref().expect("the master").id();
     let before = memory_kib(master);
-    let stopped = store.workers[1]
-        .as_ref()
-        .expect("worker 1")
-        .id()
-        .to_string();
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &stopped])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    store.signal_worker(1, "-STOP");
     const SETS: usize = 300_000;
     let mut stream = client.stream.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
@@ -651,7 +649,7 @@ fn a_pipelining_client_is_held_while_a_worker_is_stalled() {
     });
     std::thread::sleep(Duration::from_millis(2500));
     let stalled = memory_kib(master);
-    signal("-CONT");
+    store.signal_worker(1, "-CONT");
     for index in 0..SETS {
         assert_eq!(client.read(), "OK", "reply {index}");
     }
@@ -675,19 +673,7 @@ fn a_stopped_worker_is_suspected_then_catches_up_from_its_queue() {
     for key in 0..100 {
         assert_eq!(client.call(&["SET", &format!("key:{key}"), "before"]), "OK");
     }
-    let stopped = store.workers[1]
-        .as_ref()
-        .expect("worker 1")
-        .id()
-        .to_string();
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &stopped])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    store.signal_worker(1, "-STOP");
     let started = Instant::now();
     assert_eq!(client.call(&["SET", "key:0", "during"]), "OK");
     let stalled = started.elapsed();
@@ -695,7 +681,7 @@ fn a_stopped_worker_is_suspected_then_catches_up_from_its_queue() {
         assert_eq!(client.call(&["SET", &format!("key:{key}"), "during"]), "OK");
     }
     let all = started.elapsed();
-    signal("-CONT");
+    store.signal_worker(1, "-CONT");
     eprintln!("first SET with worker 1 stopped took {stalled:?}, all 100 {all:?}");
     assert!(
         stalled < Duration::from_secs(3) && all < Duration::from_secs(4),

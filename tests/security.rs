@@ -133,13 +133,10 @@ fn a_node_with_the_wrong_cookie_is_kept_out() {
     );
 }
 
-/// A kv worker takes a burst of 900 connections on its peer port, held open; it keeps at most
-/// 64 awaiting a handshake (and accepts at most 256 a second), closes the rest at once, says
-/// so in its log, its memory stays small, and the store still answers.
-#[test]
-fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
-    let _serial = serial();
-    let dir = scratch_dir("auth-storm");
+/// A scratch dir, 4 free ports (two workers, the master, its Redis port) and a peers file
+/// listing the two workers.
+fn two_worker_files(name: &str) -> (std::path::PathBuf, Vec<u16>, std::path::PathBuf) {
+    let dir = scratch_dir(name);
     let ports = free_ports(4);
     let peers = dir.join("workers.txt");
     std::fs::write(
@@ -147,18 +144,33 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
         format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
     )
     .unwrap();
+    (dir, ports, peers)
+}
+
+fn spawn_kv(peers: &std::path::Path, args: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(POLLEN)
+        .arg("kv")
+        .args(args)
+        .arg("--peer-config-file")
+        .arg(peers)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn pollen kv")
+}
+
+/// A kv worker takes a burst of 900 connections on its peer port, held open; it keeps at most
+/// 64 awaiting a handshake (and accepts at most 256 a second), closes the rest at once, says
+/// so in its log, its memory stays small, and the store still answers.
+#[test]
+fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
+    let _serial = serial();
+    let (dir, ports, peers) = two_worker_files("auth-storm");
     // Logs go to files: a pipe nobody reads would fill and stall the node.
     let spawn = |args: &[&str], log: &str| {
-        Command::new(POLLEN)
-            .arg("kv")
-            .args(args)
-            .arg("--peer-config-file")
-            .arg(&peers)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(log)).unwrap())
-            .spawn()
-            .expect("spawn pollen kv")
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        spawn_kv(&peers, args, Stdio::from(log))
     };
     let mut processes = [
         spawn(&["slave", &ports[0].to_string()], "worker-0.err"),
@@ -230,26 +242,8 @@ fn idle_connections_cannot_keep_peers_out() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let _serial = serial();
-    let dir = scratch_dir("auth-idle");
-    let ports = free_ports(4);
-    let peers = dir.join("workers.txt");
-    std::fs::write(
-        &peers,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
-    let spawn = |args: &[&str]| {
-        Command::new(POLLEN)
-            .arg("kv")
-            .args(args)
-            .arg("--peer-config-file")
-            .arg(&peers)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn pollen kv")
-    };
+    let (dir, ports, peers) = two_worker_files("auth-idle");
+    let spawn = |args: &[&str]| spawn_kv(&peers, args, Stdio::null());
     let mut processes = vec![spawn(&["slave", &ports[0].to_string()])];
     let port = ports[0];
     let connect = move || loop {

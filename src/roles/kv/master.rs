@@ -603,11 +603,6 @@ impl Master {
 
     fn read(&mut self, io: &mut impl Io, kind: Kind, key: &[u8]) -> usize {
         let mut replicas = [0; REPLICAS_MAX];
-        if self.replicas_of(key, &mut replicas) == 0 {
-            let pending = self.new_pending(kind, 0);
-            self.pending[pending].failed = true;
-            return pending;
-        }
         let count = self.replicas_of(key, &mut replicas);
         let (mut waiting, mut ready) = (0u64, 0u64);
         for &worker in replicas[..count].iter().filter(|&&w| self.answering(w)) {
@@ -618,7 +613,7 @@ impl Master {
         }
         let pending = self.new_pending(kind, waiting);
         if waiting == 0 {
-            // Every replica is suspected: nobody to ask.
+            // No live replica, or every one suspected: nobody to ask.
             self.pending[pending].failed = true;
             return pending;
         }
