@@ -240,8 +240,17 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
         "unacknowledged messages per peer (default 1048576)",
         "N",
     );
+    options.optopt(
+        "",
+        "fold-log",
+        "write every folded run of messages to FILE, one `TIMESTAMP_US ORIGIN FIRST_SEQ \
+         COUNT` line each, in result order (for checking a result; small runs)",
+        "FILE",
+    );
     let brief = "usage: pollen gossip [-h HOST] [-p PORT] [--peer-config-file FILE] \
-                 --send-for SECS --wait-for SECS [--with-seed N] [--tick-duration MS] [-v]";
+                 --send-for SECS --wait-for SECS [--with-seed N] [--tick-duration MS] \
+                 [--cluster NAME] [--cookie-file FILE] [--batch N] [--window N] \
+                 [--fold-log FILE] [-v | -q]";
     let matches = parse(&options, args, brief)?;
     let host = matches
         .opt_str("h")
@@ -276,6 +285,16 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
             "--window must be 1024..=67108864 messages".to_string(),
         ));
     }
+    // Created before the run, so that a bad path fails at once rather than after it.
+    let fold_log = match matches.opt_str("fold-log") {
+        None => None,
+        Some(path) => Some(
+            std::fs::File::create(&path)
+                .map(|file| (path.clone(), file))
+                .map_err(|error| Exit::Usage(format!("--fold-log {path}: {error}")))?,
+        ),
+    };
+    config.record_folds = fold_log.is_some();
     let address = addresses[node];
     let role = Gossip::new(config, node);
     let mut net_config = net::Config::peers_only(node, addresses, cluster);
@@ -290,10 +309,27 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
         "node {node}: {} bytes in, {} bytes out, {} frames in, {} frames out",
         stats.bytes_in, stats.bytes_out, stats.frames_in, stats.frames_out
     );
+    if let Some((path, file)) = fold_log {
+        write_fold_log(file, &role.folds)
+            .map_err(|error| Exit::Failure(format!("--fold-log {path}: {error}")))?;
+    }
     match role.result {
         Some(_) => Ok(()),
         None => Err(Exit::Failure("stopped without a result".to_string())),
     }
+}
+
+fn write_fold_log(file: std::fs::File, folds: &[gossip::FoldSegment]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(file);
+    for fold in folds {
+        writeln!(
+            out,
+            "{} {} {} {}",
+            fold.timestamp_us, fold.origin, fold.first_seq, fold.count
+        )?;
+    }
+    out.flush()
 }
 
 fn run_ports(args: &[String]) -> Result<(), Exit> {
@@ -369,9 +405,20 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
     );
     options.optopt(
         "",
+        "start-spread",
+        "gossip: nodes start at offsets drawn from 0..=SECS (default 0)",
+        "SECS",
+    );
+    options.optopt(
+        "",
         "window",
         "ring: values in flight (default 1/4/16 by seed)",
         "W",
+    );
+    options.optflag(
+        "",
+        "draw-phases",
+        "ring: each seed draws its send and grace phases (1 µs to seconds)",
     );
     options.optflag("", "trace", "print every delivery, timer and fault");
     options.optopt(
@@ -400,7 +447,7 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
     );
     let brief = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K] \
                  [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
-                 [gossip: --with-seed N --batch N] [ring: --window W] [kv: --fsync POLICY --heavy]";
+                 [gossip: --with-seed N --batch N --start-spread SECS] [ring: --window W --draw-phases] [kv: --fsync POLICY --heavy]";
     let (role, rest) = match args.split_first() {
         Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
         _ => {
@@ -439,12 +486,17 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
                 .opt_present("with-seed")
                 .then(|| number(&matches, "with-seed", 0));
             let role_seed: Option<u64> = role_seed.transpose()?;
+            let spread = matches
+                .opt_present("start-spread")
+                .then(|| seconds(&matches, "start-spread"));
+            let spread = spread.transpose()?.unwrap_or(0);
             Box::new(move |seed| {
                 let mut options = sim_gossip::Options::new(nodes, seed, kinds);
                 options.send_for_us = send_for.unwrap_or(options.send_for_us);
                 options.wait_for_us = wait_for.unwrap_or(options.wait_for_us);
                 options.role_seed = role_seed.unwrap_or(seed);
                 options.batch_values = batch.unwrap_or(options.batch_values);
+                options.start_spread_us = spread;
                 options.trace = trace;
                 let report = sim_gossip::run(&options);
                 SimOutcome {
@@ -464,8 +516,12 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
             if window.is_some_and(|w| !(1..=ring::WINDOW_MAX).contains(&w)) {
                 return Err(Exit::Usage("--window must be 1..=1024".to_string()));
             }
+            let draw_phases = matches.opt_present("draw-phases");
             Box::new(move |seed| {
                 let mut options = sim_ring::Options::new(nodes, seed, kinds);
+                if draw_phases {
+                    options = options.with_drawn_phases();
+                }
                 options.send_us = send_for.unwrap_or(options.send_us);
                 options.grace_us = wait_for.unwrap_or(options.grace_us);
                 options.window = window.unwrap_or(options.window);

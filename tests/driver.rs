@@ -21,6 +21,7 @@ fn state(have: u64) -> [OriginState; 1] {
         have,
         fin: 0,
         flags: 0,
+        send_end_us: 0,
     }]
 }
 

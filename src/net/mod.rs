@@ -62,7 +62,9 @@ const OUTPUT_BYTES: usize = OUTPUT_HIGH_WATER + FRAME_BYTES_MAX;
 const LOCAL_BYTES: usize = 4 * FRAME_BYTES_MAX;
 const READ_ROUNDS_MAX: usize = 4;
 const DIAL_BACKOFF_MIN_US: Micros = 5_000;
-const DIAL_BACKOFF_MAX_US: Micros = 500_000;
+/// A peer started late (by hand, seconds after the others) is found within this long; a
+/// refused connect on a LAN costs microseconds, so redialling this often is cheap.
+const DIAL_BACKOFF_MAX_US: Micros = 100_000;
 const HANDSHAKE_TIMEOUT_US: Micros = 5_000_000;
 const SWEEP_INTERVAL_US: Micros = 1_000_000;
 const TIMERS_CAPACITY: usize = 1024;

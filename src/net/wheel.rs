@@ -108,7 +108,8 @@ impl TimerWheel {
     }
 
     /// Fires every timer due at or before tick `now`, appending them to `fired` in deadline order
-    /// (timers due in the same tick fire in reverse order of arming).
+    /// (timers due in the same tick fire in the order they were armed: a role that arms "send
+    /// ends" before "stop" must not see them swapped when both fall in one tick).
     pub fn expire(&mut self, now: u64, fired: &mut Vec<Timer>) {
         if now <= self.tick {
             return;
@@ -119,6 +120,7 @@ impl TimerWheel {
             if self.occupied[slot / 64] & (1 << (slot % 64)) == 0 {
                 continue;
             }
+            let first_fired = fired.len();
             let mut index = self.heads[slot];
             while index != NIL {
                 let entry = &self.entries[index as usize];
@@ -129,6 +131,8 @@ impl TimerWheel {
                 }
                 index = next;
             }
+            // A slot's list runs newest first.
+            fired[first_fired..].reverse();
         }
         self.tick = now;
     }
@@ -173,6 +177,17 @@ mod tests {
         assert_eq!(expire(&mut wheel, 100), vec![3, 4]);
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
+    }
+
+    #[test]
+    fn timers_of_one_tick_fire_in_the_order_they_were_armed() {
+        let mut wheel = TimerWheel::new(16);
+        for name in [1, 2, 3] {
+            wheel.insert(5, Timer(name));
+        }
+        wheel.insert(5 + SLOTS as u64, Timer(9)); // same slot, next round
+        assert_eq!(expire(&mut wheel, 5), vec![1, 2, 3]);
+        assert_eq!(expire(&mut wheel, 5 + SLOTS as u64), vec![9]);
     }
 
     #[test]
@@ -226,7 +241,7 @@ mod tests {
         wheel.insert(50, Timer(2));
         assert_eq!(wheel.next_deadline(), Some(51));
         assert_eq!(expire(&mut wheel, 50), Vec::<u32>::new());
-        assert_eq!(expire(&mut wheel, 51), vec![2, 1]);
+        assert_eq!(expire(&mut wheel, 51), vec![1, 2]); // in the order armed
     }
 
     #[test]

@@ -24,10 +24,21 @@
 //!   final: every other origin has either closed (`have == fin`) or sent something later. Folded
 //!   messages are dropped once every peer has acknowledged them, so memory holds only what is
 //!   in flight, unacknowledged, or not yet ordered.
-//! - **End.** At `send_for` a node stops generating and announces `fin = have`. A node prints as
-//!   soon as it holds every stream up to its `fin` and every peer has reported the same; it
-//!   broadcasts its state first, so peers learn it is complete. Otherwise it prints at its
-//!   deadline (`send_for + wait_for - margin`) with everything it holds, and warns.
+//! - **Cut.** Nodes need not start together (chatterbox's users start them by hand, seconds
+//!   apart). Each node's send phase ends at `send_end = start + send_for` on its own clock, and
+//!   every `GossipState` carries the send ends the sender has heard of. The result is every
+//!   message stamped before the **cut**, the earliest send end of all nodes: each node stops
+//!   generating at the cut as soon as it learns it, and a stream's part in the result is its
+//!   prefix stamped before the cut — computed alike everywhere from the stamps in the batches,
+//!   so it does not matter when each node learned the cut. The cut is final once every node's
+//!   send end is known; nothing is folded before that. Until then a node sends at most
+//!   `window_messages` that any unheard node has not acknowledged (its acknowledgement counts as
+//!   0), so memory stays bounded while a node is still to be started.
+//! - **End.** At the cut (or its own `send_for`, whichever comes first) a node stops generating
+//!   and announces `fin = have`. A node prints as soon as it holds every stream up to the cut
+//!   and every peer has reported the same; it broadcasts its state first, so peers learn it is
+//!   complete. Otherwise it prints at its deadline (`send_for + wait_for - margin` after its own
+//!   start) with everything it holds before the cut it knows, and warns, saying why.
 //!
 //! # Faults
 //! - A dropped connection is redialled by the driver; on `on_peer_up` the origin resends from
@@ -46,11 +57,11 @@ use std::collections::VecDeque;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::node::{Io, Micros, NodeId, Role, Timer};
+use crate::node::{Io, Micros, NodeId, Role, Timer, TimerKey};
 use crate::roles::checksum::{Checksum, fill_stream_values, stream_rng};
 use crate::wire::{
     FIN_UNKNOWN, GOSSIP_BATCH_VALUES_MAX, GossipBatch, GossipState, HEADER_LEN, Items, Message,
-    ORIGIN_COMPLETE, ORIGIN_CONNECTED, OriginState,
+    ORIGIN_COMPLETE, ORIGIN_CONNECTED, OriginState, SEND_END_UNKNOWN,
 };
 use crate::{debug, info};
 
@@ -85,6 +96,9 @@ pub struct Config {
     pub batch_values: usize,
     /// Unacknowledged messages allowed per connected peer.
     pub window_messages: u64,
+    /// Keep every folded run of messages in `Gossip::folds` (tests check the result against
+    /// a reference of their own with it; it grows with the run, so small runs only).
+    pub record_folds: bool,
 }
 
 impl Config {
@@ -98,6 +112,7 @@ impl Config {
             tick_us: 10_000,
             batch_values: BATCH_VALUES_MAX,
             window_messages: WINDOW_MESSAGES,
+            record_folds: false,
         }
     }
 
@@ -237,6 +252,16 @@ struct PeerView {
     relaying: Vec<bool>,
 }
 
+/// A run of one origin's messages folded in order, all stamped `timestamp_us`: the folds of a
+/// run, in order, are exactly the result's message sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldSegment {
+    pub timestamp_us: u64,
+    pub origin: NodeId,
+    pub first_seq: u64,
+    pub count: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub generated: u64,
@@ -262,6 +287,18 @@ pub struct Gossip {
     state: Vec<OriginState>,
     /// Per node: known to hold every stream complete (from its own state or relayed).
     known_complete: Vec<bool>,
+    /// Per node: when its send phase ends (µs on its clock), or `SEND_END_UNKNOWN`.
+    send_end_us: Vec<u64>,
+    /// Per node: when we learned its send end (our clock).
+    heard_at_us: Vec<Micros>,
+    /// The earliest send end known: the cut, final once every node's is known.
+    cut_us: u64,
+    /// When the last send end became known (the cut final).
+    cut_final_at_us: Option<Micros>,
+    /// Ends our send phase: at our own send end, or earlier at the cut.
+    send_end_timer: Option<TimerKey>,
+    /// Every folded run, when `Config::record_folds`.
+    pub folds: Vec<FoldSegment>,
     pub stats: Stats,
     /// The printed result, and whether this node held every stream to its announced end.
     pub result: Option<(Checksum, bool)>,
@@ -287,7 +324,8 @@ impl Gossip {
                     OriginState {
                         have: 0,
                         fin: FIN_UNKNOWN,
-                        flags: 0
+                        flags: 0,
+                        send_end_us: SEND_END_UNKNOWN,
                     };
                     nodes
                 ],
@@ -310,15 +348,71 @@ impl Gossip {
             checksum: Checksum::default(),
             state: vec![OriginState::default(); nodes],
             known_complete: vec![false; nodes],
+            send_end_us: vec![SEND_END_UNKNOWN; nodes],
+            heard_at_us: vec![0; nodes],
+            cut_us: u64::MAX,
+            cut_final_at_us: None,
+            send_end_timer: None,
+            folds: Vec::new(),
             stats: Stats::default(),
             result: None,
             config,
         }
     }
 
-    /// Per origin, how many messages this node holds (after the run: how many it counted).
-    pub fn held(&self) -> Vec<u64> {
-        self.streams.iter().map(|stream| stream.have).collect()
+    /// Per origin, how many messages are folded (after the run: how many the result counts).
+    pub fn counted(&self) -> Vec<u64> {
+        self.streams.iter().map(|stream| stream.folded).collect()
+    }
+
+    /// The cut this node folded to (µs since the epoch), once it has printed.
+    pub fn cut_us(&self) -> Option<u64> {
+        (self.phase == Phase::Done).then_some(self.cut_us)
+    }
+
+    /// Every node's send end is known, so the cut can move no more.
+    fn cut_final(&self) -> bool {
+        self.cut_final_at_us.is_some()
+    }
+
+    /// Learns `node`'s send end; the cut may move earlier. Returns whether it did.
+    fn learn_send_end(&mut self, node: NodeId, send_end_us: u64, now_us: Micros) -> bool {
+        if send_end_us == SEND_END_UNKNOWN || self.send_end_us[node] != SEND_END_UNKNOWN {
+            return false;
+        }
+        self.send_end_us[node] = send_end_us;
+        self.heard_at_us[node] = now_us;
+        if self.send_end_us.iter().all(|&end| end != SEND_END_UNKNOWN) {
+            self.cut_final_at_us = Some(now_us);
+        }
+        let earlier = send_end_us < self.cut_us;
+        self.cut_us = self.cut_us.min(send_end_us);
+        earlier
+    }
+
+    /// The cut moved earlier: our send phase ends there (at once if it has passed).
+    fn move_send_end(&mut self, io: &mut impl Io) {
+        if self.phase != Phase::Send {
+            return;
+        }
+        if let Some(key) = self.send_end_timer.take() {
+            io.cancel_timer(key);
+        }
+        let now_us = io.now();
+        if self.cut_us <= now_us {
+            self.end_sending(io);
+        } else {
+            self.send_end_timer = Some(io.set_timer(self.cut_us - now_us, TIMER_SEND_END));
+        }
+    }
+
+    fn end_sending(&mut self, io: &mut impl Io) {
+        self.phase = Phase::Settle;
+        self.send_end_timer = None;
+        let own = &mut self.streams[self.node];
+        own.fin = Some(own.have);
+        self.broadcast_state(io);
+        self.try_finish(io);
     }
 
     fn nodes(&self) -> usize {
@@ -340,15 +434,18 @@ impl Gossip {
                     self.push_peer(io, peer);
                 }
             }
-            if !self.may_generate() {
+            if !self.may_generate(io.now()) {
                 return;
             }
             self.generate(io.now());
         }
     }
 
-    fn may_generate(&self) -> bool {
-        if self.phase != Phase::Send {
+    /// Whether to generate a batch now: sending, before the cut, and within the window of
+    /// every connected peer and of every node not heard from yet (so a node started late
+    /// finds at most one window per origin waiting for it, and memory stays bounded).
+    fn may_generate(&self, now_us: Micros) -> bool {
+        if self.phase != Phase::Send || now_us.max(self.last_timestamp_us + 1) >= self.cut_us {
             return false;
         }
         let retained: usize = self.streams.iter().map(|stream| stream.values.len()).sum();
@@ -357,12 +454,16 @@ impl Gossip {
         }
         let have = self.streams[self.node].have;
         let mut caught_up = false;
-        for peer in self.others().filter(|&peer| self.peers[peer].up) {
+        for peer in self.others() {
             let view = &self.peers[peer];
+            let unheard = self.send_end_us[peer] == SEND_END_UNKNOWN;
+            if !view.up && !unheard {
+                continue;
+            }
             if have.saturating_sub(view.reported[self.node].have) >= self.config.window_messages {
                 return false;
             }
-            caught_up |= view.cursor[self.node] >= have;
+            caught_up |= view.up && view.cursor[self.node] >= have;
         }
         caught_up
     }
@@ -438,6 +539,7 @@ impl Gossip {
                 have: stream.have,
                 fin: stream.fin.unwrap_or(FIN_UNKNOWN),
                 flags,
+                send_end_us: self.send_end_us[origin],
             };
         }
         let message = Message::GossipState(GossipState {
@@ -510,8 +612,10 @@ impl Gossip {
             return;
         }
         let now_us = io.now();
+        let mut cut_moved = false;
         for origin in 0..self.nodes() {
             let reported = state.origins.get(origin);
+            cut_moved |= self.learn_send_end(origin, reported.send_end_us, now_us);
             let view = &mut self.peers[from];
             if reported.have > view.reported[origin].have {
                 view.progress_at_us[origin] = now_us;
@@ -534,6 +638,9 @@ impl Gossip {
             }
         }
         self.peers[from].reported_at_us = now_us;
+        if cut_moved {
+            self.move_send_end(io);
+        }
     }
 
     // ----- relaying, folding, finishing -----
@@ -585,12 +692,20 @@ impl Gossip {
         candidate == Some(self.node)
     }
 
-    /// Folds every batch whose place in the total order is final.
+    /// Folds every batch before the cut whose place in the total order is final, once the
+    /// cut is.
     fn fold(&mut self) {
+        if self.cut_final() {
+            self.fold_before(self.cut_us);
+        }
+    }
+
+    /// Folds every batch stamped before `cut_us` whose place in the total order is final.
+    fn fold_before(&mut self, cut_us: u64) {
         loop {
             let mut next: Option<(u64, NodeId)> = None;
             for (origin, stream) in self.streams.iter().enumerate() {
-                if stream.folded < stream.have {
+                if stream.folded < stream.have && stream.fold_batch().timestamp_us < cut_us {
                     let key = (stream.fold_batch().timestamp_us, origin);
                     next = Some(next.map_or(key, |best| best.min(key)));
                 }
@@ -611,6 +726,14 @@ impl Gossip {
             let stream = &mut self.streams[origin];
             let batch_end = stream.fold_batch().end();
             let end = batch_end.min(stream.have);
+            if self.config.record_folds {
+                self.folds.push(FoldSegment {
+                    timestamp_us,
+                    origin,
+                    first_seq: stream.folded,
+                    count: end - stream.folded,
+                });
+            }
             while stream.folded < end {
                 let values = stream.slice(stream.folded, (end - stream.folded) as usize);
                 self.checksum.fold(values);
@@ -636,8 +759,16 @@ impl Gossip {
         }
     }
 
+    /// Every stream is held up to the final cut: closed, or holding a batch at or after it
+    /// (stamps rise along a stream, so nothing before the cut can follow).
     fn complete(&self) -> bool {
-        self.streams.iter().all(Stream::closed)
+        self.cut_final()
+            && self.streams.iter().all(|stream| {
+                stream.closed()
+                    || stream
+                        .latest_timestamp_us
+                        .is_some_and(|latest| latest >= self.cut_us)
+            })
     }
 
     /// Prints once this node and every other is known to hold every stream complete. Knowledge
@@ -659,8 +790,12 @@ impl Gossip {
     /// Prints the result and stops: at once when everyone is known complete, or at the deadline
     /// with whatever this node holds (a warning says what was missing or unconfirmed).
     fn finish(&mut self, io: &mut impl Io) {
+        let cut_us = self.cut_us;
         let incomplete: Vec<NodeId> = (0..self.nodes())
-            .filter(|&origin| !self.streams[origin].closed())
+            .filter(|&origin| {
+                let stream = &self.streams[origin];
+                !stream.closed() && stream.latest_timestamp_us.is_none_or(|l| l < cut_us)
+            })
             .collect();
         let unconfirmed: Vec<NodeId> = (0..self.nodes())
             .filter(|&node| !self.known_complete[node])
@@ -668,17 +803,18 @@ impl Gossip {
         for stream in &mut self.streams {
             stream.fin = Some(stream.have);
         }
-        self.fold();
-        assert!(
-            self.streams
-                .iter()
-                .all(|stream| stream.folded == stream.have)
-        );
+        self.fold_before(cut_us);
+        assert!(self.streams.iter().all(|stream| {
+            stream.folded == stream.have || stream.fold_batch().timestamp_us >= cut_us
+        }));
         self.phase = Phase::Done;
         self.result = Some((self.checksum, incomplete.is_empty()));
         io.output(format_args!("{}", self.checksum));
         self.broadcast_state(io);
         let elapsed_us = io.now() - self.started_us;
+        if let Some(why) = self.why_small() {
+            info!("node {}: warning: {why}", self.node);
+        }
         if !incomplete.is_empty() {
             info!(
                 "node {}: warning: deadline reached with the streams of {incomplete:?} unfinished \
@@ -707,6 +843,49 @@ impl Gossip {
             stats.retained_max
         );
         io.stop();
+    }
+
+    /// Why the result leaves nodes out or is small, when the start times are to blame: nodes
+    /// never heard from, or heard from only after the cut (their streams count for nothing,
+    /// and every stream held to one window until then).
+    fn why_small(&self) -> Option<String> {
+        let seconds = |at_us: u64| (at_us as f64 - self.started_us as f64) / 1e6;
+        let unheard: Vec<NodeId> = (0..self.nodes())
+            .filter(|&node| self.send_end_us[node] == SEND_END_UNKNOWN)
+            .collect();
+        if !unheard.is_empty() {
+            return Some(format!(
+                "never heard from nodes {unheard:?} (not started, or unreachable) by the \
+                 deadline; the result covers the other nodes' messages before the cut at \
+                 {:+.3} s",
+                seconds(self.cut_us)
+            ));
+        }
+        // Start times from send ends, assuming every node was given the same `--send-for`.
+        let start_us = |node: NodeId| self.send_end_us[node] - self.config.send_for_us;
+        let late: Vec<NodeId> = (0..self.nodes())
+            .filter(|&node| start_us(node) >= self.cut_us)
+            .collect();
+        let last = *late.iter().max_by_key(|&&node| start_us(node))?;
+        let first = (0..self.nodes()).min_by_key(|&node| start_us(node))?;
+        let empty = if self.checksum.count == 0 {
+            "the agreed cut is empty"
+        } else {
+            "every node sent at most one window before it started"
+        };
+        let (who, after) = if last == self.node {
+            (String::from("this node"), format!("node {first}"))
+        } else {
+            (format!("node {last}"), String::from("this node"))
+        };
+        let gap_us = start_us(last) as f64
+            - start_us(if last == self.node { first } else { self.node }) as f64;
+        Some(format!(
+            "{who} started {:.3} s after {after}, after the cut (the earliest end of sending, \
+             {:+.3} s): nodes {late:?} add nothing and {empty}",
+            gap_us / 1e6,
+            seconds(self.cut_us)
+        ))
     }
 
     /// One debug line per origin: what is held, folded and acknowledged by each peer.
@@ -741,8 +920,10 @@ impl Gossip {
 impl Role for Gossip {
     fn on_start(&mut self, io: &mut impl Io) {
         self.started_us = io.now();
+        let own_send_end_us = self.started_us + self.config.send_for_us;
+        self.learn_send_end(self.node, own_send_end_us, self.started_us);
         io.set_timer(self.config.tick_us, TIMER_TICK);
-        io.set_timer(self.config.send_for_us, TIMER_SEND_END);
+        self.send_end_timer = Some(io.set_timer(self.config.send_for_us, TIMER_SEND_END));
         io.set_timer(self.config.deadline_us(), TIMER_DEADLINE);
         if self.nodes() == 1 {
             info!("node {}: no peers; nothing to gossip", self.node);
@@ -793,13 +974,7 @@ impl Role for Gossip {
                     io.set_timer(self.config.tick_us, TIMER_TICK);
                 }
             }
-            TIMER_SEND_END => {
-                self.phase = Phase::Settle;
-                let own = &mut self.streams[self.node];
-                own.fin = Some(own.have);
-                self.broadcast_state(io);
-                self.try_finish(io);
-            }
+            TIMER_SEND_END if self.phase == Phase::Send => self.end_sending(io),
             TIMER_DEADLINE => self.finish(io),
             other => debug!("node {}: unknown timer {other:?}", self.node),
         }

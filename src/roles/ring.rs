@@ -25,10 +25,17 @@
 //!
 //! # Phases
 //! `RingEpoch` carries the schedule; each worker keeps it with its own timers: it generates
-//! until the send phase ends, keeps confirming and approving through the grace phase, then
-//! prints `SlaveResult COUNT CHECKSUM`, sends the master its result and exits. The master
-//! prints one line per worker and whether they agree. Because workers keep the schedule
-//! themselves, a dead master does not stop the run: workers finish and print.
+//! until the send phase ends and keeps confirming and approving through the grace phase.
+//! Then it *closes*: it stops folding, sends every member its approved prefix (a `RingReport`
+//! marked closing), and once it knows every member's, folds to the largest of them, prints
+//! `SlaveResult COUNT CHECKSUM`, sends the master its result and exits. The largest prefix is
+//! one every member holds — an index is approved only after every member confirmed holding
+//! it, and a closing member drops nothing — so every worker prints the same line whatever the
+//! phase lengths (with phases shorter than a hop, the agreed prefix is simply short, or
+//! empty). A member whose closing report does not come within `CLOSE_WAIT_US` (it died at the
+//! very end) is left out, with a warning. The master prints one line per worker and whether
+//! they agree. Because workers keep the schedule themselves, a dead master does not stop the
+//! run: workers finish and print.
 //!
 //! # Failures
 //! The master declares a worker dead when its connection has been down `DEATH_GRACE_US`. It
@@ -75,8 +82,15 @@ const DEATH_GRACE_US: Micros = 100_000;
 const REFORM_TIMEOUT_US: Micros = 200_000;
 /// The master waits this long for every worker to connect before starting with those that did.
 const START_TIMEOUT_US: Micros = 5_000_000;
-/// After the workers' stop time the master waits this long for their results.
-const RESULTS_WAIT_US: Micros = 1_000_000;
+/// A closing worker waits this long for every member's final prefix before printing with
+/// those it has.
+const CLOSE_WAIT_US: Micros = 500_000;
+/// A worker that has printed waits at most this long for the master to take its result and for
+/// every member to agree (they may be cut off at the very end) before it exits.
+const LINGER_US: Micros = 300_000;
+/// After the workers' stop time the master waits this long for their results (longer than a
+/// worker's close and linger).
+const RESULTS_WAIT_US: Micros = 2 * CLOSE_WAIT_US;
 /// Most next-epoch messages a worker buffers while it waits for that epoch (or a sync).
 const EARLY_MAX: usize = 1 << 16;
 /// Most indices listed in one report.
@@ -89,6 +103,8 @@ const TIMER_TICK: Timer = Timer(1);
 const TIMER_SEND_END: Timer = Timer(2);
 const TIMER_STOP: Timer = Timer(3);
 const TIMER_START: Timer = Timer(4);
+const TIMER_CLOSE: Timer = Timer(5);
+const TIMER_LINGER: Timer = Timer(6);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -182,7 +198,18 @@ enum Phase {
     Idle,
     Send,
     Grace,
+    /// The run is over; exchanging final prefixes with the other members.
+    Closing,
     Done,
+}
+
+/// What a closing member said its final approved prefix is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Final {
+    Unknown,
+    /// It has no state of the ring (restarted, never synced): it counts for nothing.
+    Unsettled,
+    Prefix(u64),
 }
 
 /// A message of the next epoch that came before that epoch's `RingEpoch` (or before the
@@ -228,6 +255,17 @@ pub struct Worker {
     /// Positions whose turn came while their slot was out of range.
     waiting: VecDeque<u64>,
     early: Vec<Early>,
+    /// Per worker: its final prefix, once it closes.
+    finals: Vec<Final>,
+    /// The agreed prefix, from a member that heard every final.
+    agreed: Option<u64>,
+    /// The latest epoch a closing member has reported from: later than ours once we close, the
+    /// ring went on without us.
+    closing_epoch_max: u32,
+    /// Printed, but the master was not connected to take the result.
+    result_unsent: bool,
+    /// Members that told us the agreed prefix (bit per node id).
+    agreed_from: u64,
     send_end: Option<TimerKey>,
     stop: Option<TimerKey>,
     next_resend_us: Micros,
@@ -263,6 +301,11 @@ impl Worker {
             slots: VecDeque::with_capacity(SLOTS_MAX),
             waiting: VecDeque::with_capacity(WINDOW_MAX as usize),
             early: Vec::with_capacity(1024),
+            finals: vec![Final::Unknown; config.workers],
+            agreed: None,
+            closing_epoch_max: 0,
+            result_unsent: false,
+            agreed_from: 0,
             send_end: None,
             stop: None,
             next_resend_us: 0,
@@ -323,6 +366,11 @@ impl Worker {
 
     fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
         if self.phase == Phase::Done {
+            if let Message::RingReport(report) = message
+                && report.closing
+            {
+                self.receive_final_after_done(io, from, &report);
+            }
             return;
         }
         match message {
@@ -344,6 +392,7 @@ impl Worker {
             Message::RingValue(value) => self.dispatch(io, Early::Value(from, value)),
             Message::RingConfirm(confirm) => self.dispatch(io, Early::Confirm(from, confirm)),
             Message::RingApprove(approve) => self.dispatch(io, Early::Approve(approve)),
+            Message::RingReport(report) if report.closing => self.receive_final(io, from, &report),
             Message::RingReport(report) if report.epoch == self.epoch && !self.frozen => {
                 self.approve_through(report.prefix);
                 self.fold(io);
@@ -385,15 +434,16 @@ impl Worker {
     }
 
     fn begin_epoch(&mut self, io: &mut impl Io, epoch: &RingEpoch<'_>) {
-        if epoch.epoch <= self.epoch {
+        if epoch.epoch <= self.epoch || self.phase == Phase::Closing {
             return;
         }
         let previous: u64 = self.member_mask;
-        // A member of the previous epoch with a settled state; anyone else (new, restarted,
-        // cut off, or still waiting for a sync) takes its state from a survivor.
-        let was_member = self.epoch + 1 == epoch.epoch
-            && previous & (1 << self.node) != 0
-            && !self.awaiting_sync;
+        // A member of its last epoch with a settled state; anyone else (new, restarted, cut
+        // off, or still waiting for a sync) takes its state from a survivor. A member that
+        // missed an epoch (its announcement lost with a connection) settles too unless the
+        // master names it a joiner: the master trusted its report, so `next` and `missing`
+        // account for what it holds.
+        let was_member = previous & (1 << self.node) != 0 && !self.awaiting_sync && self.settled;
         self.epoch = epoch.epoch;
         self.stats.epochs += 1;
         self.frozen = false;
@@ -618,6 +668,11 @@ impl Worker {
         info!("worker {}: synced at prefix {}", self.node, self.prefix);
         self.settle_epoch();
         self.start_generating(io);
+        if self.phase == Phase::Closing {
+            self.finals[self.node] = Final::Prefix(self.prefix);
+            self.send_final(io, None);
+            self.try_close(io);
+        }
     }
 
     fn generate(&mut self, io: &mut impl Io, k: u64) {
@@ -626,14 +681,17 @@ impl Worker {
         }
         let index = self.index_of(k);
         let now_us = io.now();
-        let value = self.rng.next_u32();
         let (node, epoch) = (self.node, self.epoch);
-        let Some(slot) = self.slot(index) else {
+        if self.slot(index).is_none() {
             if index > self.prefix && self.waiting.len() < WINDOW_MAX as usize {
                 self.waiting.push_back(k);
             }
             return;
-        };
+        }
+        // Drawn only once the value has a slot: a generator's n-th value is its n-th turn's,
+        // whatever the timing (what lets a test regenerate the sequence from the seed).
+        let value = self.rng.next_u32();
+        let slot = self.slot(index).expect("checked above");
         *slot = Slot {
             value,
             flags: HAVE | MINE,
@@ -749,8 +807,12 @@ impl Worker {
         }
     }
 
-    /// Folds the contiguous approved prefix, then lets waiting turns into the freed room.
+    /// Folds the contiguous approved prefix, then lets waiting turns into the freed room. A
+    /// closing worker folds nothing more until the members agree on where to stop.
     fn fold(&mut self, io: &mut impl Io) {
+        if self.phase == Phase::Closing {
+            return;
+        }
         while self
             .slots
             .front()
@@ -770,6 +832,174 @@ impl Worker {
         }
     }
 
+    /// The end of the run: stop folding, tell every member our final prefix, and print once
+    /// every member's is known (or `CLOSE_WAIT_US` has passed).
+    fn close(&mut self, io: &mut impl Io) {
+        self.stop = None;
+        if self.members.is_empty() {
+            return self.finish(io); // never in the ring: no result
+        }
+        self.fold(io);
+        self.phase = Phase::Closing;
+        self.waiting.clear();
+        if self.settled && !self.awaiting_sync {
+            self.finals[self.node] = Final::Prefix(self.prefix);
+        }
+        self.send_final(io, None);
+        io.set_timer(CLOSE_WAIT_US, TIMER_CLOSE);
+        self.try_close(io);
+    }
+
+    /// Our final prefix, to every other member (again every tick while we close); or, once we
+    /// know it, the `agreed` one, which lets a member that misses some final finish too.
+    fn send_final(&mut self, io: &mut impl Io, agreed: Option<u64>) {
+        for position in 0..self.members.len() {
+            let member = self.members[position];
+            if member != self.node {
+                self.send_final_to(io, member, agreed);
+            }
+        }
+    }
+
+    fn send_final_to(&mut self, io: &mut impl Io, to: NodeId, agreed: Option<u64>) {
+        let (settled, prefix) = match (agreed, self.finals[self.node]) {
+            (Some(agreed), _) => (true, agreed),
+            (None, Final::Prefix(prefix)) => (true, prefix),
+            (None, Final::Unknown | Final::Unsettled) => (false, 0),
+        };
+        let report = Message::RingReport(RingReport {
+            epoch: self.epoch,
+            frozen: self.frozen,
+            settled,
+            closing: true,
+            agreed: agreed.is_some(),
+            prefix,
+            approved: Items::Host(&[]),
+        });
+        io.send(to, &report);
+    }
+
+    fn receive_final(&mut self, io: &mut impl Io, from: NodeId, report: &RingReport<'_>) {
+        if report.epoch > self.epoch {
+            // Either its epoch's announcement has not reached us yet, or — if we close too and
+            // it holds the ring's state — the ring re-formed without us (cut off or paused past
+            // the end). A joiner without state tells us nothing.
+            if report.settled {
+                self.closing_epoch_max = self.closing_epoch_max.max(report.epoch);
+            }
+            return self.try_close(io);
+        }
+        if report.epoch < self.epoch {
+            // A worker left behind in an older epoch: tell it (our final is of a later epoch).
+            if self.phase == Phase::Closing && from < self.config.workers {
+                self.send_final_to(io, from, self.agreed);
+            }
+            return;
+        }
+        if self.member_mask & (1 << from) == 0 {
+            return;
+        }
+        if report.agreed {
+            self.agreed = Some(report.prefix);
+            self.agreed_from |= 1 << from;
+        } else if report.settled {
+            self.finals[from] = Final::Prefix(report.prefix);
+        } else {
+            self.finals[from] = Final::Unsettled;
+        }
+        if report.settled && !self.frozen && self.phase != Phase::Closing {
+            self.approve_through(report.prefix);
+            self.fold(io);
+        }
+        self.try_close(io);
+    }
+
+    fn try_close(&mut self, io: &mut impl Io) {
+        let answered = self
+            .members
+            .iter()
+            .all(|&member| self.finals[member] != Final::Unknown);
+        let known = answered || self.agreed.is_some() || self.left_behind();
+        if self.phase == Phase::Closing && known {
+            self.complete_close(io);
+        }
+    }
+
+    /// Closing, and a member of a later epoch is closing too: we will join no later epoch, so
+    /// what we hold is not the ring's result.
+    fn left_behind(&self) -> bool {
+        self.phase == Phase::Closing && self.closing_epoch_max > self.epoch
+    }
+
+    /// Folds to the largest final prefix heard and prints.
+    fn complete_close(&mut self, io: &mut impl Io) {
+        if self.left_behind() {
+            info!(
+                "worker {}: the ring went on in a later epoch without this worker; no result",
+                self.node
+            );
+            self.phase = Phase::Done;
+            io.stop();
+            return;
+        }
+        let silent: Vec<NodeId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&member| self.finals[member] == Final::Unknown)
+            .collect();
+        if !silent.is_empty() && self.agreed.is_none() {
+            info!(
+                "worker {}: warning: no final prefix from members {silent:?}; printing the \
+                 largest of the others'",
+                self.node
+            );
+        }
+        let largest = self
+            .members
+            .iter()
+            .filter_map(|&member| match self.finals[member] {
+                Final::Prefix(prefix) => Some(prefix),
+                Final::Unknown | Final::Unsettled => None,
+            })
+            .max();
+        if silent.is_empty() && self.agreed.is_none() {
+            self.agreed = largest;
+        }
+        // With every member's final known (to us or to whoever told us), tell the others: some
+        // may still miss a final that can no longer come. They hear it again every tick until
+        // they say they agree too (see `linger`).
+        self.send_final(io, self.agreed);
+        let agreed = self.agreed.or(largest);
+        if let (Some(agreed), Final::Prefix(_)) = (agreed, self.finals[self.node]) {
+            self.approve_through(agreed);
+            self.fold_through(agreed);
+            if self.prefix < agreed {
+                info!(
+                    "worker {}: warning: the members agreed on {agreed} values but this worker \
+                     holds only {}",
+                    self.node, self.prefix
+                );
+            }
+        }
+        self.finish(io);
+    }
+
+    /// Folds the approved prefix up to `index` and no further.
+    fn fold_through(&mut self, index: u64) {
+        while self.prefix < index
+            && self
+                .slots
+                .front()
+                .is_some_and(|slot| slot.flags & APPROVED != 0)
+        {
+            let slot = self.slots.pop_front().expect("front exists");
+            assert!(slot.flags & HAVE != 0, "an approved index without a value");
+            self.checksum.fold(&[slot.value]);
+            self.prefix += 1;
+        }
+    }
+
     /// Tells the master (and the other members) what we know is approved. A worker without a
     /// settled state knows nothing trustworthy, and says so: prefix 0, nothing listed.
     fn report(&mut self, io: &mut impl Io) {
@@ -784,6 +1014,8 @@ impl Worker {
             epoch: self.epoch,
             frozen: self.frozen,
             settled: trusted,
+            closing: false,
+            agreed: false,
             prefix: if trusted { self.prefix } else { 0 },
             approved: Items::Host(&self.list),
         });
@@ -833,9 +1065,24 @@ impl Worker {
 
     fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
         if self.phase == Phase::Done {
+            match timer {
+                TIMER_LINGER => io.stop(),
+                TIMER_TICK => {
+                    self.linger(io);
+                    io.set_timer(self.config.tick_us, TIMER_TICK);
+                }
+                _ => {}
+            }
             return;
         }
         match timer {
+            TIMER_TICK if self.phase == Phase::Closing => {
+                if self.awaiting_sync {
+                    self.request_sync(io);
+                }
+                self.send_final(io, None);
+                io.set_timer(self.config.tick_us, TIMER_TICK);
+            }
             TIMER_TICK => {
                 if self.awaiting_sync {
                     self.request_sync(io);
@@ -849,19 +1096,22 @@ impl Worker {
                 }
                 io.set_timer(self.config.tick_us, TIMER_TICK);
             }
-            TIMER_SEND_END => {
+            TIMER_SEND_END if self.phase == Phase::Send => {
                 self.send_end = None;
                 self.phase = Phase::Grace;
                 self.waiting.clear();
             }
-            TIMER_STOP => self.finish(io),
+            TIMER_STOP => self.close(io),
+            TIMER_CLOSE if self.phase == Phase::Closing => self.complete_close(io),
             _ => {}
         }
         self.invariants();
     }
 
     fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
-        if self.epoch > 0 && peer < self.config.workers {
+        if self.phase == Phase::Done {
+            self.linger(io);
+        } else if self.epoch > 0 && peer < self.config.workers && self.phase != Phase::Done {
             self.resend(io, Some(peer));
         }
     }
@@ -887,8 +1137,8 @@ impl Worker {
         let result = RingResult {
             count: self.checksum.count,
             sum: self.checksum.sum,
+            epoch: self.epoch,
         };
-        io.send(self.config.master(), &Message::RingResult(result));
         info!(
             "worker {}: {} approved after {} epochs; generated {}, received {}, resent {}",
             self.node,
@@ -907,16 +1157,67 @@ impl Worker {
                 self.hops.len()
             );
         }
-        io.stop();
+        self.result_unsent = !io.send(self.config.master(), &Message::RingResult(result));
+        io.set_timer(LINGER_US, TIMER_LINGER);
+        self.linger(io);
+    }
+
+    /// After printing, a worker stays (up to `LINGER_US`) until the master has its result and
+    /// every member has said it agrees: a member cut off at the very end may still be waiting
+    /// for the agreed prefix, and the master for our result.
+    fn linger(&mut self, io: &mut impl Io) {
+        if self.result_unsent
+            && let Some(result) = self.result
+        {
+            let result = RingResult {
+                count: result.count,
+                sum: result.sum,
+                epoch: self.epoch,
+            };
+            self.result_unsent = !io.send(self.config.master(), &Message::RingResult(result));
+        }
+        let mut waiting = false;
+        if let Some(agreed) = self.agreed {
+            for position in 0..self.members.len() {
+                let member = self.members[position];
+                if member != self.node && self.agreed_from & (1 << member) == 0 {
+                    self.send_final_to(io, member, Some(agreed));
+                    waiting = true;
+                }
+            }
+        }
+        if !waiting && !self.result_unsent {
+            io.stop();
+        }
+    }
+
+    /// A closing report while we linger: note who agrees; answer who does not yet.
+    fn receive_final_after_done(
+        &mut self,
+        io: &mut impl Io,
+        from: NodeId,
+        report: &RingReport<'_>,
+    ) {
+        if from < WORKERS_MAX && report.agreed && report.epoch == self.epoch {
+            self.agreed_from |= 1 << from;
+        }
+        if report.epoch < self.epoch && from < self.config.workers {
+            // Left behind in an older epoch: our final tells it so.
+            self.send_final_to(io, from, self.agreed);
+        }
+        self.linger(io);
     }
 
     fn invariants(&self) {
         assert_eq!(self.checksum.count, self.prefix);
         assert!(self.slots.len() <= SLOTS_MAX);
         assert!(
-            self.slots
-                .front()
-                .is_none_or(|slot| slot.flags & APPROVED == 0)
+            self.phase == Phase::Closing
+                || self.phase == Phase::Done
+                || self
+                    .slots
+                    .front()
+                    .is_none_or(|slot| slot.flags & APPROVED == 0)
         );
         assert!(
             self.epoch == 0 || self.members.is_empty() || self.members[self.position] == self.node
@@ -951,6 +1252,7 @@ pub struct Master {
     members: Vec<NodeId>,
     up: Vec<bool>,
     down_since_us: Vec<Micros>,
+    up_since_us: Vec<Micros>,
     /// Reports in the current re-formation, per worker.
     reports: Vec<Option<FrozenReport>>,
     reform_started_us: Micros,
@@ -961,7 +1263,11 @@ pub struct Master {
     announced_us: Micros,
     /// The newest epoch a settled member has reported being in.
     live_epoch: u32,
-    results: Vec<Option<Checksum>>,
+    /// The current epoch's sync source and joiners, as announced.
+    sync_from: u16,
+    joiners: u64,
+    /// Per worker: its result and the epoch it ended in.
+    results: Vec<Option<(Checksum, u32)>>,
     /// Every epoch's membership, for reports.
     pub epochs: Vec<Vec<NodeId>>,
     pub agreed: Option<bool>,
@@ -976,6 +1282,7 @@ impl Master {
             members: Vec::new(),
             up: vec![false; workers],
             down_since_us: vec![0; workers],
+            up_since_us: vec![0; workers],
             reports: vec![None; workers],
             reform_started_us: 0,
             send_end_us: 0,
@@ -984,6 +1291,8 @@ impl Master {
             missing: Vec::new(),
             announced_us: 0,
             live_epoch: 0,
+            sync_from: NO_NODE,
+            joiners: 0,
             results: vec![None; workers],
             epochs: Vec::new(),
             agreed: None,
@@ -1001,6 +1310,7 @@ impl Master {
             return;
         }
         self.up[peer] = true;
+        self.up_since_us[peer] = io.now();
         match self.phase {
             MasterPhase::Starting if self.up.iter().all(|&up| up) => self.begin(io),
             MasterPhase::Running if !self.members.contains(&peer) && io.now() < self.stop_us => {
@@ -1047,25 +1357,42 @@ impl Master {
         self.epoch += 1;
         self.phase = MasterPhase::Running;
         self.announced_us = io.now();
+        self.sync_from = sync_from;
+        self.joiners = joiners;
+        self.epochs.push(members.clone());
+        self.members = members;
+        for position in 0..self.members.len() {
+            self.send_epoch(io, self.members[position]);
+        }
+    }
+
+    /// Whether a member's frozen report holds everything it approved. A report of the epoch
+    /// being frozen does. One of an older epoch (not older than the live one) does only if
+    /// the member will never enter the current epoch: it reconnected since the announcement
+    /// (lost with its old connection, and never sent again). Otherwise it may have been sent
+    /// just before the announcement arrived, and the member approve more in the new epoch.
+    fn complete_report(&self, member: NodeId, report: &RingReport<'_>) -> bool {
+        report.epoch == self.epoch
+            || (report.epoch >= self.live_epoch && self.up_since_us[member] > self.announced_us)
+    }
+
+    /// The current epoch's announcement, to one member.
+    fn send_epoch(&self, io: &mut impl Io, member: NodeId) {
         let now_us = io.now();
-        let member_ids: Vec<u16> = members.iter().map(|&member| member as u16).collect();
+        let member_ids: Vec<u16> = self.members.iter().map(|&m| m as u16).collect();
         let epoch = Message::RingEpoch(RingEpoch {
             epoch: self.epoch,
             window: self.config.window as u16,
-            sync_from,
+            sync_from: self.sync_from,
             seed: self.config.seed,
             send_left_us: self.send_end_us.saturating_sub(now_us),
             grace_left_us: self.stop_us.saturating_sub(now_us.max(self.send_end_us)),
             next: self.next,
-            joiners,
+            joiners: self.joiners,
             members: Items::Host(&member_ids),
             missing: Items::Host(&self.missing),
         });
-        for &member in &members {
-            io.send(member, &epoch);
-        }
-        self.epochs.push(members.clone());
-        self.members = members;
+        io.send(member, &epoch);
     }
 
     fn start_reform(&mut self, io: &mut impl Io) {
@@ -1166,8 +1493,8 @@ impl Master {
                     || self.reports[from].as_ref().is_some_and(|r| r.trusted)
                 {
                     // Not asked, or already answered with a usable state.
-                } else if report.frozen && report.settled && report.epoch >= self.live_epoch {
-                    // Frozen with a settled state from the live epoch or later: everything
+                } else if report.frozen && report.settled && self.complete_report(from, &report) {
+                    // Frozen with a settled state that is the member's last: everything
                     // approved anywhere since the last re-formation is in this report or another.
                     let approved = report.approved.iter().collect();
                     let prefix = report.prefix;
@@ -1221,10 +1548,11 @@ impl Master {
                 self.start_reform(io);
             }
             Message::RingResult(result) => {
-                self.results[from] = Some(Checksum {
+                let checksum = Checksum {
                     count: result.count,
                     sum: result.sum,
-                });
+                };
+                self.results[from] = Some((checksum, result.epoch));
                 if self.members.iter().all(|&w| self.results[w].is_some()) {
                     self.print_results(io);
                 }
@@ -1270,11 +1598,20 @@ impl Master {
             return;
         }
         self.phase = MasterPhase::Done;
+        // A worker that ended in an older epoch than the others was left behind by a
+        // re-formation (cut off at the end): shown, but not a party to the agreement.
+        let last_epoch = self.results.iter().flatten().map(|&(_, epoch)| epoch).max();
         let mut agreed: Option<Checksum> = None;
         let mut agree = true;
+        let mut reporting = 0;
         for worker in 0..self.config.workers {
             match self.results[worker] {
-                Some(result) => {
+                Some((result, epoch)) if Some(epoch) < last_epoch => io.output(format_args!(
+                    "worker {worker}: SlaveResult {} {} (left behind in epoch {epoch})",
+                    result.count,
+                    Decimal(result.sum)
+                )),
+                Some((result, _)) => {
                     io.output(format_args!(
                         "worker {worker}: SlaveResult {} {}",
                         result.count,
@@ -1282,11 +1619,11 @@ impl Master {
                     ));
                     agree &= agreed.is_none_or(|first| first == result);
                     agreed.get_or_insert(result);
+                    reporting += 1;
                 }
                 None => io.output(format_args!("worker {worker}: no result")),
             }
         }
-        let reporting = self.results.iter().flatten().count();
         let verdict = if reporting > 0 && agree {
             "AGREE"
         } else {

@@ -2,29 +2,38 @@
 //!
 //! The checker stands outside the role. It regenerates every origin's stream from the seed,
 //! watches every batch on the wire (checking each value against the regenerated stream and
-//! learning each batch's timestamp from the origin's own sends), and after the run checks:
+//! learning each batch's timestamp from the origin's own sends), learns each node's send end
+//! from the states it sends, and after the run checks:
 //! 1. every node that did not crash printed exactly one line and stopped;
-//! 2. those lines are identical, and so are the prefixes the nodes counted;
-//! 3. each line equals a reference the checker computes: the counted prefixes, put in
-//!    (timestamp, origin, seq) order, folded with `Checksum` — so nothing is counted twice,
-//!    skipped or misordered;
-//! 4. the stream of every origin that did not crash is counted whole (nothing a live node
-//!    sent is lost), and of a crashed origin at least as much as any survivor received from it
-//!    directly (survivors converge on the longest prefix);
-//! 5. without crashes, every node held every stream to its announced end when it printed.
+//! 2. those lines are identical, and so are the prefixes the nodes counted and their cuts;
+//! 3. each line equals a reference the checker computes with its own arithmetic (a direct
+//!    `Σ i·(v_i + 1)`, not `Checksum::fold`): the counted prefixes, put in (timestamp, origin,
+//!    seq) order — so nothing is counted twice, skipped or misordered;
+//! 4. the cut is the earliest send end of the nodes that were heard from, and the stream of
+//!    every origin that did not crash is counted exactly up to it (nothing a live node sent
+//!    before the cut is lost, nothing after it counted); of a crashed origin, at least as much
+//!    as any survivor received from it directly, up to the cut (survivors converge on the
+//!    longest prefix);
+//! 5. without crashes, every node held every stream to the cut when it printed;
+//! 6. when every node started at least 0.1 s before the cut, the count is not zero.
 //!
-//! Partitions, stalls and pauses all heal by `send_for + wait_for / 2`, which is what lets the
-//! checker demand agreement from every live node.
+//! Nodes may start at different times (`start_spread_us`, drawn per seed, as a user starting
+//! them by hand): 2.–6. are demanded while the last node starts `AGREEMENT_MARGIN_US` before
+//! the first node's deadline; beyond that each node's line must still equal the reference for
+//! what it counted. Partitions, stalls and pauses all heal by `send_for + wait_for / 2`, which
+//! is what lets the checker demand agreement from every live node.
 
 use std::collections::BTreeMap;
 
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::SeedableRng;
+
 use super::faults::{self, Fault, Kinds};
-use super::{NetConfig, Observer, Sim, SimStats};
+use super::{NetConfig, Observer, Sim, SimStats, uniform};
 use crate::node::{Micros, NodeId};
-use crate::roles::checksum::Checksum;
-use crate::roles::checksum::{fill_stream_values, stream_rng};
+use crate::roles::checksum::{Checksum, fill_stream_values, stream_rng};
 use crate::roles::gossip::{self, Gossip};
-use crate::wire::Message;
+use crate::wire::{Message, SEND_END_UNKNOWN};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -38,6 +47,8 @@ pub struct Options {
     pub tick_us: Micros,
     pub batch_values: usize,
     pub net: NetConfig,
+    /// Nodes start at offsets drawn from `0..=start_spread_us` (the first at 0).
+    pub start_spread_us: Micros,
     /// Faults added to the seed's schedule (for hand-written scenarios).
     pub extra_faults: Vec<(Micros, Fault)>,
     pub trace: bool,
@@ -46,6 +57,11 @@ pub struct Options {
 /// Batch sizes the seeds cycle through: many small frames, and batches big enough that frames
 /// split them (which exercises partial batches, relayed continuations and fold boundaries).
 pub const BATCH_SIZES: [usize; 3] = [16, 64, 256];
+
+/// Agreement is demanded while the last node starts at least this long before the first
+/// node's deadline: time to be dialled, to receive the windows held for it at 400 KB/s links,
+/// and to exchange states.
+pub const AGREEMENT_MARGIN_US: Micros = 300_000;
 
 impl Options {
     pub fn new(nodes: usize, seed: u64, faults: Kinds) -> Options {
@@ -62,6 +78,7 @@ impl Options {
                 clock_skew: 0.01,
                 ..NetConfig::default()
             },
+            start_spread_us: 0,
             extra_faults: Vec::new(),
             trace: false,
         }
@@ -71,15 +88,38 @@ impl Options {
     pub fn command(&self) -> String {
         format!(
             "pollen sim gossip --nodes {} --seed {} --faults {} --send-for {} --wait-for {} \
-             --with-seed {} --batch {}",
+             --with-seed {} --batch {} --start-spread {}",
             self.nodes,
             self.seed,
             self.faults,
             self.send_for_us as f64 / 1e6,
             self.wait_for_us as f64 / 1e6,
             self.role_seed,
-            self.batch_values
+            self.batch_values,
+            self.start_spread_us as f64 / 1e6
         )
+    }
+
+    /// Each node's start, from the seed: uniform in `0..=start_spread_us`, shifted so that the
+    /// first starts at 0.
+    pub fn starts_us(&self) -> Vec<Micros> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0x57A2_75EE);
+        let starts: Vec<Micros> = (0..self.nodes)
+            .map(|_| uniform(&mut rng, 0, self.start_spread_us))
+            .collect();
+        let first = starts.iter().copied().min().unwrap_or(0);
+        starts.iter().map(|start| start - first).collect()
+    }
+
+    /// The first node's deadline less the margin: nodes started by then must agree.
+    fn agreement_bound_us(&self) -> Micros {
+        let config = gossip::Config::new(
+            self.nodes,
+            self.role_seed,
+            self.send_for_us,
+            self.wait_for_us,
+        );
+        config.deadline_us().saturating_sub(AGREEMENT_MARGIN_US)
     }
 }
 
@@ -103,6 +143,8 @@ struct Checker {
     stamps: Vec<BTreeMap<u64, (u64, u64)>>,
     /// `[node][origin]`: contiguous prefix received directly from the origin.
     direct: Vec<Vec<u64>>,
+    /// Per node: its send end, as its own states announce it, once one was delivered.
+    send_end_us: Vec<Option<u64>>,
     errors: Vec<String>,
 }
 
@@ -114,6 +156,7 @@ impl Checker {
             generators: (0..nodes).map(|origin| stream_rng(seed, origin)).collect(),
             stamps: vec![BTreeMap::new(); nodes],
             direct: vec![vec![0; nodes]; nodes],
+            send_end_us: vec![None; nodes],
             errors: Vec::new(),
         }
     }
@@ -143,10 +186,24 @@ impl Checker {
         }
     }
 
-    /// The reference line for a node that counted `held[origin]` messages of each origin.
-    fn reference(&mut self, held: &[u64]) -> Result<String, String> {
+    /// How many of `origin`'s messages it stamped before `cut_us`, by its own sends.
+    fn before_cut(&self, origin: NodeId, cut_us: u64) -> u64 {
+        let mut covered = 0;
+        for (&first, &(length, timestamp)) in &self.stamps[origin] {
+            if first > covered || timestamp >= cut_us {
+                break;
+            }
+            covered = covered.max(first + length);
+        }
+        covered
+    }
+
+    /// The reference result for a node that counted `counted[origin]` messages of each origin:
+    /// `(count, Σ i·(v_i + 1))` over them in (timestamp, origin, seq) order, summed here
+    /// directly rather than with `Checksum::fold`.
+    fn reference(&mut self, counted: &[u64]) -> Result<Checksum, String> {
         let mut segments = Vec::new();
-        for (origin, &count) in held.iter().enumerate() {
+        for (origin, &count) in counted.iter().enumerate() {
             let mut covered = 0;
             for (&first, &(length, timestamp)) in &self.stamps[origin] {
                 if first > covered {
@@ -165,12 +222,14 @@ impl Checker {
             }
         }
         segments.sort();
-        let mut checksum = Checksum::default();
+        let (mut count, mut sum) = (0u64, 0u128);
         for (_, origin, start, end) in segments {
-            let _ = self.value(origin, end.saturating_sub(1));
-            checksum.fold(&self.streams[origin][start as usize..end as usize]);
+            for seq in start..end {
+                count += 1;
+                sum += count as u128 * (self.value(origin, seq) as u128 + 1);
+            }
         }
-        Ok(checksum.to_string())
+        Ok(Checksum { count, sum })
     }
 }
 
@@ -195,6 +254,17 @@ impl Observer for Checker {
 
     fn delivered(&mut self, _at: Micros, from: NodeId, to: NodeId, message: &Message<'_>) {
         self.check_values(from, message);
+        if let Message::GossipState(state) = message
+            && state.origins.len() == self.send_end_us.len()
+        {
+            let own = state.origins.get(from).send_end_us;
+            if own != SEND_END_UNKNOWN && self.send_end_us[from].is_none_or(|end| end == own) {
+                self.send_end_us[from] = Some(own);
+            } else if own != SEND_END_UNKNOWN && self.errors.len() < 10 {
+                self.errors
+                    .push(format!("node {from} announced two send ends"));
+            }
+        }
         if let Message::GossipBatch(batch) = message
             && batch.origin as usize == from
         {
@@ -235,13 +305,14 @@ fn simulate(options: &Options) -> Report {
     config.window_messages = 4096;
     let checker = Checker::new(nodes, options.role_seed, options.batch_values);
     let factory = Box::new(move |node| Gossip::new(config.clone(), node));
-    let mut sim = Sim::new(
-        nodes,
+    let starts_us = options.starts_us();
+    let mut sim = Sim::with_starts(
         options.seed,
         options.net.clone(),
         checker,
         factory,
         options.trace,
+        &starts_us,
     );
     let plan = faults::Plan {
         kinds: options.faults,
@@ -254,16 +325,19 @@ fn simulate(options: &Options) -> Report {
     let mut schedule = faults::schedule(options.seed, &plan);
     schedule.extend(options.extra_faults.iter().cloned());
     sim.schedule(&schedule);
-    sim.run_until(options.send_for_us + options.wait_for_us + 1_000_000);
+    let last_start_us = starts_us.iter().copied().max().unwrap_or(0);
+    sim.run_until(last_start_us + options.send_for_us + options.wait_for_us + 1_000_000);
     let lines: Vec<Option<String>> = (0..nodes)
         .map(|node| sim.outputs(node).first().cloned())
         .collect();
-    let failure = check(&mut sim, options, &lines).err().map(|error| {
-        format!(
-            "{error}\n  faults: {schedule:?}\n  reproduce: {}",
-            options.command()
-        )
-    });
+    let failure = check(&mut sim, options, &starts_us, &lines)
+        .err()
+        .map(|error| {
+            format!(
+                "{error}\n  starts: {starts_us:?}\n  faults: {schedule:?}\n  reproduce: {}",
+                options.command()
+            )
+        });
     Report {
         failure,
         stats: sim.world.stats,
@@ -282,6 +356,7 @@ fn simulate(options: &Options) -> Report {
 fn check(
     sim: &mut Sim<Gossip, Checker>,
     options: &Options,
+    starts_us: &[Micros],
     lines: &[Option<String>],
 ) -> Result<(), String> {
     let nodes = options.nodes;
@@ -299,9 +374,28 @@ fn check(
             ));
         }
     }
+    let counted: Vec<Vec<u64>> = (0..nodes)
+        .map(|node| sim.role(node).map(Gossip::counted).unwrap_or_default())
+        .collect();
+    // Every line is the reference for what its node counted, whatever the timing.
+    for &node in &survivors {
+        let reference = sim.world.observer.reference(&counted[node])?;
+        let result = sim.role(node).and_then(|role| role.result).map(|(c, _)| c);
+        if result != Some(reference) || lines[node] != Some(reference.to_string()) {
+            return Err(format!(
+                "node {node} printed {:?} (result {result:?}), the reference is {reference:?} \
+                 = {reference}",
+                lines[node]
+            ));
+        }
+    }
+    let last_start_us = starts_us.iter().copied().max().unwrap_or(0);
+    if last_start_us > options.agreement_bound_us() {
+        return Ok(()); // too late for agreement to be promised
+    }
     let first = survivors[0];
-    let held: Vec<Vec<u64>> = (0..nodes)
-        .map(|node| sim.role(node).map(Gossip::held).unwrap_or_default())
+    let cuts: Vec<Option<u64>> = (0..nodes)
+        .map(|node| sim.role(node).and_then(Gossip::cut_us))
         .collect();
     for &node in &survivors {
         if lines[node] != lines[first] {
@@ -310,36 +404,40 @@ fn check(
                 lines[node], lines[first]
             ));
         }
-        if held[node] != held[first] {
+        if counted[node] != counted[first] || cuts[node] != cuts[first] {
             return Err(format!(
-                "node {node} counted {:?}, node {first} {:?}",
-                held[node], held[first]
+                "node {node} counted {:?} to cut {:?}, node {first} {:?} to {:?}",
+                counted[node], cuts[node], counted[first], cuts[first]
             ));
         }
     }
-    let agreed = &held[first];
-    let reference = sim.world.observer.reference(agreed)?;
-    if lines[first].as_deref() != Some(reference.as_str()) {
+    let agreed = &counted[first];
+    let observer = &sim.world.observer;
+    let heard_cut = observer.send_end_us.iter().flatten().min().copied();
+    let cut_us = cuts[first].ok_or("no cut")?;
+    if heard_cut != Some(cut_us) {
         return Err(format!(
-            "nodes printed {:?}, the reference is {reference:?}",
-            lines[first]
+            "the nodes cut at {cut_us}, but the earliest send end announced is {heard_cut:?}"
         ));
     }
     for origin in 0..nodes {
-        if sim.alive(origin) && agreed[origin] != held[origin][origin] {
+        let before = observer.before_cut(origin, cut_us);
+        if sim.alive(origin) && agreed[origin] != before {
             return Err(format!(
-                "origin {origin} generated {} but {} were agreed",
-                held[origin][origin], agreed[origin]
+                "origin {origin} stamped {before} messages before the cut but {} were agreed",
+                agreed[origin]
             ));
         }
         let longest = survivors
             .iter()
-            .map(|&node| sim.world.observer.direct[node][origin])
-            .max();
-        if !sim.alive(origin) && agreed[origin] < longest.unwrap_or(0) {
+            .map(|&node| observer.direct[node][origin])
+            .max()
+            .unwrap_or(0)
+            .min(before);
+        if !sim.alive(origin) && agreed[origin] < longest {
             return Err(format!(
-                "crashed origin {origin}: {} agreed but a survivor received {:?} directly",
-                agreed[origin], longest
+                "crashed origin {origin}: {} agreed but a survivor received {longest} directly",
+                agreed[origin]
             ));
         }
     }
@@ -354,6 +452,12 @@ fn check(
                     "node {node} printed without every stream complete, no crash"
                 ));
             }
+        }
+    }
+    if crashed.is_empty() && last_start_us + 100_000 < options.send_for_us {
+        let count: u64 = agreed.iter().sum();
+        if count == 0 {
+            return Err("every node started before the cut, yet nothing was agreed".into());
         }
     }
     Ok(())

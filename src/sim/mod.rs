@@ -180,6 +180,9 @@ struct NodeState {
     deferred: std::collections::VecDeque<Event>,
     /// Clock rate in parts per million of virtual time.
     rate_ppm: u64,
+    /// When the node's process starts (virtual time); before that it has no listener, so
+    /// nothing can connect to it.
+    start_us: Micros,
     outputs: Vec<String>,
     /// Replies to clients, as REPL text, in order.
     replies: Vec<(Micros, ClientId, String)>,
@@ -239,19 +242,36 @@ pub struct Sim<R: Role, O: Observer> {
 const CLOCK_EPOCH_US: Micros = 1_767_225_600_000_000;
 
 impl<R: Role, O: Observer> Sim<R, O> {
-    /// A simulation of `nodes` nodes built by `factory` (called again on restart).
+    /// A simulation of `nodes` nodes built by `factory` (called again on restart), all
+    /// started at time 0.
     pub fn new(
         nodes: usize,
         seed: u64,
         config: NetConfig,
         observer: O,
-        mut factory: Box<dyn FnMut(NodeId) -> R>,
+        factory: Box<dyn FnMut(NodeId) -> R>,
         trace: bool,
     ) -> Sim<R, O> {
+        Sim::with_starts(seed, config, observer, factory, trace, &vec![0; nodes])
+    }
+
+    /// As `new`, with node `i` started at virtual time `starts_us[i]` (as a user starting
+    /// processes by hand does). Nodes started together connect at once; a node that starts
+    /// later is connected to those already running after a redial delay.
+    pub fn with_starts(
+        seed: u64,
+        config: NetConfig,
+        observer: O,
+        mut factory: Box<dyn FnMut(NodeId) -> R>,
+        trace: bool,
+        starts_us: &[Micros],
+    ) -> Sim<R, O> {
+        let nodes = starts_us.len();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED0F_5111_u64);
         let skew_ppm = (config.clock_skew * 1e6) as u64;
         let node_states = (0..nodes)
-            .map(|_| NodeState {
+            .map(|node| NodeState {
+                start_us: starts_us[node],
                 alive: true,
                 stopped: false,
                 incarnation: 0,
@@ -289,10 +309,12 @@ impl<R: Role, O: Observer> Sim<R, O> {
             stats: SimStats::default(),
         };
         for node in 0..nodes {
-            world.push(0, node, Action::Start);
+            world.push(starts_us[node], node, Action::Start);
             for peer in node + 1..nodes {
-                world.connections[node * nodes + peer].connect_pending = true;
-                world.push(0, node, Action::Connect { peer });
+                if starts_us[node] == 0 && starts_us[peer] == 0 {
+                    world.connections[node * nodes + peer].connect_pending = true;
+                    world.push(0, node, Action::Connect { peer });
+                }
             }
         }
         Sim {
@@ -427,6 +449,7 @@ impl<R: Role, O: Observer> Sim<R, O> {
         match event.action {
             Action::Start => {
                 io.world.log(node, format_args!("start"));
+                io.world.connect_started_peers(node);
                 role.on_start(&mut io);
             }
             Action::Deliver {
@@ -794,7 +817,17 @@ impl<O: Observer> World<O> {
     }
 
     fn usable(&self, node: NodeId) -> bool {
-        self.nodes[node].alive && !self.nodes[node].stopped
+        let state = &self.nodes[node];
+        state.alive && !state.stopped && state.start_us <= self.now
+    }
+
+    /// A node just started: it dials, and is dialled by, every peer already running.
+    fn connect_started_peers(&mut self, node: NodeId) {
+        for peer in (0..self.nodes.len()).filter(|&peer| peer != node) {
+            if self.usable(peer) {
+                self.schedule_connect(node, peer);
+            }
+        }
     }
 
     fn schedule_connect(&mut self, a: NodeId, b: NodeId) {
@@ -933,10 +966,12 @@ pub fn summary(message: &Message<'_>) -> String {
             epoch.missing.iter().collect::<Vec<_>>()
         ),
         Message::RingReport(report) => format!(
-            "RingReport {} frozen {} settled {} prefix {} approved {:?}",
+            "RingReport {} frozen {} settled {} closing {} agreed {} prefix {} approved {:?}",
             report.epoch,
             report.frozen,
             report.settled,
+            report.closing,
+            report.agreed,
             report.prefix,
             report.approved.iter().collect::<Vec<_>>()
         ),

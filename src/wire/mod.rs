@@ -194,7 +194,13 @@ pub struct OriginState {
     pub fin: u64,
     /// Bit flags: `ORIGIN_CONNECTED`, `ORIGIN_COMPLETE`.
     pub flags: u8,
+    /// When the origin's send phase ends (its start plus its `--send-for`, µs since the Unix
+    /// epoch on the origin's clock), or `SEND_END_UNKNOWN` if the sender has not heard it yet.
+    /// The earliest of them all is the cut every node folds to.
+    pub send_end_us: u64,
 }
+
+pub const SEND_END_UNKNOWN: u64 = 0;
 
 pub const FIN_UNKNOWN: u64 = u64::MAX;
 /// The sender has a live connection to this origin (or is it).
@@ -208,7 +214,8 @@ mod origin_state {
     pub const HAVE: Range<usize> = 0..8;
     pub const FIN: Range<usize> = HAVE.end..HAVE.end + 8;
     pub const FLAGS: usize = FIN.end;
-    pub const LEN: usize = FLAGS + 1;
+    pub const SEND_END: Range<usize> = FLAGS + 1..FLAGS + 9;
+    pub const LEN: usize = SEND_END.end;
 }
 
 impl Item for OriginState {
@@ -218,12 +225,14 @@ impl Item for OriginState {
             have: BigEndian::read_u64(&bytes[origin_state::HAVE]),
             fin: BigEndian::read_u64(&bytes[origin_state::FIN]),
             flags: bytes[origin_state::FLAGS],
+            send_end_us: BigEndian::read_u64(&bytes[origin_state::SEND_END]),
         }
     }
     fn write(&self, bytes: &mut [u8]) {
         BigEndian::write_u64(&mut bytes[origin_state::HAVE], self.have);
         BigEndian::write_u64(&mut bytes[origin_state::FIN], self.fin);
         bytes[origin_state::FLAGS] = self.flags;
+        BigEndian::write_u64(&mut bytes[origin_state::SEND_END], self.send_end_us);
     }
 }
 

@@ -284,10 +284,13 @@ impl RingApprove {
 pub struct RingResult {
     pub count: u64,
     pub sum: u128,
+    /// The epoch the worker ended in: a result from an older epoch than the master's last is
+    /// a worker left behind by a re-formation, not a disagreement.
+    pub epoch: u32,
 }
 
 impl RingResult {
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 28;
     pub fn decode(payload: &[u8]) -> Result<Self, &'static str> {
         if payload.len() != Self::LEN {
             return Err("wrong length");
@@ -295,11 +298,13 @@ impl RingResult {
         Ok(RingResult {
             count: BigEndian::read_u64(&payload[0..8]),
             sum: BigEndian::read_u128(&payload[8..24]),
+            epoch: BigEndian::read_u32(&payload[24..28]),
         })
     }
     pub fn encode(&self, out: &mut [u8]) {
         BigEndian::write_u64(&mut out[0..8], self.count);
         BigEndian::write_u128(&mut out[8..24], self.sum);
+        BigEndian::write_u32(&mut out[24..28], self.epoch);
     }
 }
 
@@ -310,6 +315,12 @@ pub struct RingReport<'a> {
     pub frozen: bool,
     /// The sender holds the ring's state (it has been a member from the start, or synced).
     pub settled: bool,
+    /// The sender's run is over: `prefix` is its final approved prefix, which the members
+    /// exchange to agree on the result (the largest of them).
+    pub closing: bool,
+    /// With `closing`: the sender heard every member's final prefix and `prefix` is the
+    /// largest, the agreed result; a member still waiting for some final may take it.
+    pub agreed: bool,
     /// Every index up to `prefix` is approved (and folded).
     pub prefix: u64,
     /// Approved indices above `prefix`.
@@ -319,13 +330,15 @@ pub struct RingReport<'a> {
 impl<'a> RingReport<'a> {
     const FIXED: usize = 13;
     pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
-        if payload.len() < Self::FIXED || payload[4] > 3 {
+        if payload.len() < Self::FIXED || payload[4] > 15 {
             return Err("bad header");
         }
         Ok(RingReport {
             epoch: BigEndian::read_u32(&payload[0..4]),
             frozen: payload[4] & 1 != 0,
             settled: payload[4] & 2 != 0,
+            closing: payload[4] & 4 != 0,
+            agreed: payload[4] & 8 != 0,
             prefix: BigEndian::read_u64(&payload[5..13]),
             approved: Items::from_wire(&payload[Self::FIXED..]).ok_or("approved list not whole")?,
         })
@@ -335,7 +348,10 @@ impl<'a> RingReport<'a> {
     }
     pub fn encode(&self, out: &mut [u8]) {
         BigEndian::write_u32(&mut out[0..4], self.epoch);
-        out[4] = self.frozen as u8 | (self.settled as u8) << 1;
+        out[4] = self.frozen as u8
+            | (self.settled as u8) << 1
+            | (self.closing as u8) << 2
+            | (self.agreed as u8) << 3;
         BigEndian::write_u64(&mut out[5..13], self.prefix);
         self.approved.encode(&mut out[Self::FIXED..]);
     }
