@@ -732,6 +732,17 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
     }
     let workers = addresses.len();
     let (node, own) = master_or_worker("ring", &addresses, host, port, is_master)?;
+    if is_master && (send_us < 1000 || grace_us < 1000) {
+        // cloudy's users think in seconds; a phase shorter than a hop is almost surely that.
+        info!(
+            "ring: warning: SEND_US {send_us} and GRACE_US {grace_us} are microseconds \
+             ({} s of sending, {} s of grace): shorter than a hop around the ring, so few or no \
+             values will be agreed; for seconds write e.g. {}000000",
+            send_us as f64 / 1e6,
+            grace_us as f64 / 1e6,
+            send_us.max(1)
+        );
+    }
     // Workers never dial the master (it has the highest id), so they need not know its address.
     addresses.push(if is_master {
         own

@@ -1,6 +1,8 @@
-//! ring end to end: a real master and four real workers on loopback — all agree; a worker is
-//! SIGKILLed during SEND (the survivors agree and the master says so); the master is SIGKILLed
-//! during SEND (the workers still finish on their schedule and agree).
+//! ring end to end: a real master and four real workers on loopback — all agree, on the line a
+//! reference computed here from the seed gives (`common::ring_reference`), whatever the phase
+//! lengths (2 µs to 2 s, ten runs each); a worker is SIGKILLed during SEND (the survivors
+//! agree and the master says so); the master is SIGKILLed during SEND (the workers still
+//! finish on their schedule and agree).
 
 mod common;
 
@@ -8,10 +10,11 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, free_ports, scratch_dir, serial};
+use common::{POLLEN, free_ports, ring_reference, scratch_dir, serial};
 
 const SEND_US: u64 = 1_000_000;
 const GRACE_US: u64 = 600_000;
+const SEED: u64 = 11;
 
 struct Ring {
     workers: Vec<Child>,
@@ -21,6 +24,10 @@ struct Ring {
 
 impl Ring {
     fn start(name: &str, workers: usize, window: u64) -> Ring {
+        Ring::start_with(name, workers, window, SEND_US, GRACE_US)
+    }
+
+    fn start_with(name: &str, workers: usize, window: u64, send_us: u64, grace_us: u64) -> Ring {
         let dir = scratch_dir(name);
         let ports = free_ports(workers + 1);
         let peers = dir.join("workers.txt");
@@ -48,9 +55,9 @@ impl Ring {
             "master".into(),
             "127.0.0.1".into(),
             ports[workers.len()].to_string(),
-            SEND_US.to_string(),
-            GRACE_US.to_string(),
-            "11".into(),
+            send_us.to_string(),
+            grace_us.to_string(),
+            SEED.to_string(),
             "--window".into(),
             window.to_string(),
         ]);
@@ -131,10 +138,10 @@ fn assert_workers_agree(outcomes: &[(Option<i32>, String, String)], which: &[usi
     count
 }
 
-#[test]
-fn master_and_four_workers_agree() {
-    let _serial = serial();
-    let mut ring = Ring::start("ring-agree", 4, 8);
+/// Runs a ring without faults and checks that every worker and the master report the
+/// reference line; returns the agreed count and the master's stderr.
+fn run_and_check(name: &str, window: u64, send_us: u64, grace_us: u64) -> (u64, String) {
+    let mut ring = Ring::start_with(name, 4, window, send_us, grace_us);
     let started = Instant::now();
     let workers: Vec<_> = ring
         .workers
@@ -142,13 +149,50 @@ fn master_and_four_workers_agree() {
         .map(|w| finish(w, started))
         .collect();
     let master = finish(&mut ring.master, started);
-    assert_workers_agree(&workers, &[0, 1, 2, 3]);
+    let line = workers[0].1.trim().to_string();
+    let count: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("worker 0 printed {line:?}: {}", workers[0].2));
+    let reference = ring_reference(SEED, 4, window, count);
+    for (index, (status, stdout, stderr)) in workers.iter().enumerate() {
+        assert_eq!(*status, Some(0), "worker {index}: {stderr}");
+        assert_eq!(stdout.trim(), reference, "worker {index}: {stderr}");
+    }
     assert_eq!(master.0, Some(0), "{}", master.2);
     assert!(
         master.1.contains("AGREE: 4 of 4 workers reported"),
         "{}",
         master.1
     );
+    (count, master.2)
+}
+
+#[test]
+fn master_and_four_workers_agree_on_the_reference() {
+    let _serial = serial();
+    let (count, _) = run_and_check("ring-agree", 8, SEND_US, GRACE_US);
+    assert!(count > 100, "the ring made progress: {count}");
+}
+
+/// cloudy's arguments are microseconds; a user typing seconds gets phases of a few µs. Short
+/// or long, and with a grace too short for the last values to go round, every worker prints
+/// the same line — a shorter prefix, the reference's — in every run.
+#[test]
+fn every_phase_length_agrees_on_the_reference_ten_runs_each() {
+    let _serial = serial();
+    for (send_us, grace_us, window) in [(2, 1, 1), (100, 10, 8), (2_000_000, 1_000, 8)] {
+        let mut counts = Vec::new();
+        for run in 0..10 {
+            let (count, log) =
+                run_and_check(&format!("ring-phases-{run}"), window, send_us, grace_us);
+            counts.push(count);
+            let warned = log.contains("are microseconds");
+            assert_eq!(warned, send_us < 1000 || grace_us < 1000, "{log}");
+        }
+        eprintln!("SEND_US {send_us} GRACE_US {grace_us}: counts {counts:?}");
+    }
 }
 
 #[test]

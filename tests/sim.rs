@@ -133,6 +133,39 @@ fn regression_seeds() {
     }
 }
 
+/// Nodes started by hand: every seed draws each node's start from 0 up to a spread that
+/// ranges from a quarter of --wait-for to twice the whole run (beyond it no agreement is
+/// promised, and the checker demands only that each line is the reference for what its node
+/// counted). With and without other faults.
+#[test]
+fn gossip_start_spreads() {
+    let mut failures = Vec::new();
+    let mut agreed_empty = 0;
+    let count = seeds_total() / 5;
+    for seed in 8_000_000..8_000_000 + count {
+        let kinds = if seed % 2 == 0 {
+            Kinds::None
+        } else {
+            Kinds::All
+        };
+        let mut options = Options::new(4, seed, kinds);
+        let spreads_us = [375_000, 750_000, 1_125_000, 1_500_000, 2_250_000, 4_000_000];
+        options.start_spread_us = spreads_us[(seed / 2 % spreads_us.len() as u64) as usize];
+        let report = run(&options);
+        if let Some(failure) = report.failure {
+            failures.push(format!("seed {seed}: {failure}"));
+        }
+        agreed_empty += (report.count == 0) as u64;
+    }
+    eprintln!("{count} seeds with start spreads; {agreed_empty} printed an empty result");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A–B cut for the whole run while both reach C: C relays, and both finish early, complete.
 #[test]
 fn a_link_down_for_the_whole_run_is_bridged_by_relays() {
@@ -181,6 +214,117 @@ fn run_ring_seeds(workers: usize, kinds: Kinds, first: u64, count: u64) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Phase lengths from 1 µs to 2 s (cloudy's arguments are microseconds; a user typing
+/// seconds gets a few µs): every worker prints the same line, the reference's.
+#[test]
+fn ring_drawn_phases() {
+    use pollen::sim::ring;
+    let mut failures = Vec::new();
+    for (workers, first, count) in [
+        (4, 9_000_000, seeds_total() / 5),
+        (3, 9_500_000, seeds_total() / 20),
+        (5, 9_700_000, seeds_total() / 20),
+    ] {
+        for seed in first..first + count {
+            let kinds = if seed % 3 == 0 {
+                Kinds::None
+            } else {
+                Kinds::All
+            };
+            let options = ring::Options::new(workers, seed, kinds).with_drawn_phases();
+            if let Some(failure) = ring::run(&options).failure {
+                failures.push(format!("seed {seed}: {failure}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Seeds that failed once while the phases were drawn (and one with the default phases), each
+/// with what was wrong.
+#[test]
+fn ring_drawn_phase_regression_seeds() {
+    use pollen::sim::ring;
+    let cases: [(usize, u64, bool, &str); 14] = [
+        (
+            4,
+            26,
+            true,
+            "a member finished without its final reaching one still waiting",
+        ),
+        (
+            4,
+            57,
+            true,
+            "a report of an epoch not yet begun marked a worker left behind",
+        ),
+        (
+            4,
+            78,
+            true,
+            "a worker cut off through a re-formation printed its old prefix",
+        ),
+        (
+            4,
+            244,
+            true,
+            "a joiner without state made settled members think they were behind",
+        ),
+        (
+            4,
+            210,
+            true,
+            "a stale frozen report was trusted; folded indices were regenerated",
+        ),
+        (
+            4,
+            238,
+            true,
+            "workers exited while the master was cut off: it had no results",
+        ),
+        (4, 710, true, "as 238"),
+        (
+            4,
+            1452,
+            true,
+            "a member cut off at the end missed the agreed prefix",
+        ),
+        (
+            4,
+            10585,
+            true,
+            "a worker left behind in an older epoch was counted by the master",
+        ),
+        (4, 11588, true, "as 10585"),
+        (5, 241, true, "as 10585"),
+        (5, 416, true, "as 10585"),
+        (5, 1410, true, "as 10585"),
+        (
+            2,
+            5238,
+            false,
+            "a member that missed an epoch's announcement never settled again",
+        ),
+    ];
+    for (workers, seed, drawn, what) in cases {
+        let mut options = ring::Options::new(workers, seed, Kinds::All);
+        if drawn {
+            options = options.with_drawn_phases();
+        }
+        let report = ring::run(&options);
+        assert!(
+            report.failure.is_none(),
+            "seed {seed} ({what}): {}",
+            report.failure.unwrap()
+        );
+    }
 }
 
 #[test]

@@ -135,6 +135,52 @@ mod tests {
         assert!((printed - float).abs() / float < 1e-12);
     }
 
+    /// Three million values — runs of the extremes, a counter and a xorshift stream — folded in
+    /// pieces of awkward sizes (around `CHUNK`), against a sum done the plain way: one
+    /// `(i + 1)·(v + 1)` product per value, added in a `u128`, and against an `f64` sum of
+    /// `i·m_i` within its rounding bound.
+    #[test]
+    fn matches_a_plain_sum_over_three_million_values() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let values: Vec<u32> = (0..3_000_000u64)
+            .map(|i| match (i / 100_000) % 4 {
+                0 => u32::MAX,
+                1 => (i % 7) as u32,
+                _ => {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u32
+                }
+            })
+            .collect();
+        let mut folded = Checksum::default();
+        let pieces = [1, 4095, 4096, 4097, 10_007, 65_536, 3];
+        let mut at = 0;
+        for size in pieces.iter().cycle() {
+            if at == values.len() {
+                break;
+            }
+            let end = (at + size).min(values.len());
+            folded.fold(&values[at..end]);
+            at = end;
+        }
+        let mut plain: u128 = 0;
+        let mut float = 0.0f64;
+        for (i, &v) in values.iter().enumerate() {
+            plain += (i as u128 + 1) * (v as u128 + 1);
+            float += (i + 1) as f64 * ((v as f64 + 1.0) / 4_294_967_296.0);
+        }
+        assert_eq!(folded.count, values.len() as u64);
+        assert_eq!(folded.sum, plain);
+        let printed: f64 = Decimal(folded.sum).to_string().parse().unwrap();
+        // 3·10^6 additions of terms below 3·10^6 each: relative error far below 1e-9.
+        assert!(
+            (printed - float).abs() / float < 1e-9,
+            "{printed} vs {float}"
+        );
+    }
+
     #[test]
     fn prints_exact_fixed_digits() {
         let mut checksum = Checksum::default();

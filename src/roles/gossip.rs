@@ -727,12 +727,22 @@ impl Gossip {
             let batch_end = stream.fold_batch().end();
             let end = batch_end.min(stream.have);
             if self.config.record_folds {
-                self.folds.push(FoldSegment {
-                    timestamp_us,
-                    origin,
-                    first_seq: stream.folded,
-                    count: end - stream.folded,
-                });
+                // A batch folded in pieces (it arrived in pieces) is one run: nothing else can
+                // be folded between its pieces.
+                match self.folds.last_mut() {
+                    Some(last)
+                        if (last.timestamp_us, last.origin) == (timestamp_us, origin)
+                            && last.first_seq + last.count == stream.folded =>
+                    {
+                        last.count += end - stream.folded
+                    }
+                    _ => self.folds.push(FoldSegment {
+                        timestamp_us,
+                        origin,
+                        first_seq: stream.folded,
+                        count: end - stream.folded,
+                    }),
+                }
             }
             while stream.folded < end {
                 let values = stream.slice(stream.folded, (end - stream.folded) as usize);

@@ -445,6 +445,11 @@ impl Worker {
         // account for what it holds.
         let was_member = previous & (1 << self.node) != 0 && !self.awaiting_sync && self.settled;
         self.epoch = epoch.epoch;
+        if self.stats.epochs == 0 {
+            // The run's seed is the master's (cloudy's SEED argument): a worker's stream is
+            // that seed's, jumped once per worker id, continued across epochs.
+            self.rng = stream_rng(epoch.seed, self.node);
+        }
         self.stats.epochs += 1;
         self.frozen = false;
         self.members.clear();

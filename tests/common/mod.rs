@@ -45,6 +45,8 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub struct Cluster {
     pub ports: Vec<u16>,
     pub children: Vec<Option<Child>>,
+    /// When each child was started (its `Outcome::elapsed` counts from there).
+    pub started_at: Vec<Option<Instant>>,
     pub dir: PathBuf,
     pub peers_file: PathBuf,
 }
@@ -82,6 +84,7 @@ impl Cluster {
         std::fs::write(&peers_file, text).unwrap();
         let children = ports.iter().map(|_| None).collect();
         Cluster {
+            started_at: vec![None; ports.len()],
             ports,
             children,
             dir,
@@ -109,6 +112,7 @@ impl Cluster {
             .spawn()
             .expect("spawn pollen");
         self.children[index] = Some(spawned);
+        self.started_at[index] = Some(Instant::now());
     }
 
     /// Starts every node with the same arguments.
@@ -133,11 +137,13 @@ impl Cluster {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
-    /// Waits for every node (up to `limit` after `started`), killing stragglers.
+    /// Waits for every node (up to `limit` after `started`), killing stragglers. Each
+    /// outcome's `elapsed` counts from that node's own start.
     pub fn finish(&mut self, started: Instant, limit: Duration) -> Vec<Outcome> {
         self.children
             .iter_mut()
-            .map(|child| {
+            .zip(&self.started_at)
+            .map(|(child, own_start)| {
                 let mut child = child.take().expect("started");
                 let status = loop {
                     if let Some(status) = child.try_wait().unwrap() {
@@ -150,7 +156,7 @@ impl Cluster {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 };
-                let elapsed = started.elapsed();
+                let elapsed = own_start.expect("started").elapsed();
                 let mut stdout = String::new();
                 let mut stderr = String::new();
                 if let Some(mut pipe) = child.stdout.take() {
@@ -259,4 +265,107 @@ impl Resp {
         self.send(&args);
         self.read()
     }
+}
+
+/// Formats `S / 2^32` with 9 decimals, truncated — the README's definition of the printed
+/// checksum, written here apart from pollen's own formatting.
+pub fn decimal(sum: u128) -> String {
+    let whole = sum >> 32;
+    let fraction = ((sum & 0xFFFF_FFFF) * 1_000_000_000) >> 32;
+    format!("{whole}.{fraction:09}")
+}
+
+/// The values of gossip origin `origin`'s stream as the README specifies them, generated here
+/// rather than by pollen's code: Xoshiro256++ seeded with `seed` (`seed_from_u64`), jumped
+/// `origin` times; each 64-bit output gives two values, its low half first.
+pub struct GossipStream {
+    rng: rand_xoshiro::Xoshiro256PlusPlus,
+    high: Option<u32>,
+}
+
+impl GossipStream {
+    pub fn new(seed: u64, origin: usize) -> GossipStream {
+        use rand_xoshiro::rand_core::SeedableRng;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        for _ in 0..origin {
+            rng.jump();
+        }
+        GossipStream { rng, high: None }
+    }
+
+    pub fn next_value(&mut self) -> u32 {
+        use rand_xoshiro::rand_core::Rng;
+        match self.high.take() {
+            Some(high) => high,
+            None => {
+                let bits = self.rng.next_u64();
+                self.high = Some((bits >> 32) as u32);
+                bits as u32
+            }
+        }
+    }
+}
+
+/// The `(COUNT, CHECKSUM)` line a gossip run must print, given the runs of messages a node
+/// folded (`--fold-log`: `TIMESTAMP_US ORIGIN FIRST_SEQ COUNT` per line, in result order).
+/// Checks that each origin's runs are contiguous from seq 0 and that the runs are in
+/// (timestamp, origin) order, regenerates every value from the seed and sums `i·(v_i + 1)`.
+pub fn gossip_reference(seed: u64, nodes: usize, fold_log: &str) -> Result<String, String> {
+    let mut streams: Vec<GossipStream> = (0..nodes).map(|o| GossipStream::new(seed, o)).collect();
+    let mut next_seq = vec![0u64; nodes];
+    let mut last: Option<(u64, usize)> = None;
+    let (mut count, mut sum) = (0u64, 0u128);
+    for (number, line) in fold_log.lines().enumerate() {
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .map(|field| {
+                field
+                    .parse()
+                    .map_err(|_| format!("line {number}: {line:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let [timestamp, origin, first, length] = fields[..] else {
+            return Err(format!("line {number}: {line:?}"));
+        };
+        let origin = origin as usize;
+        if origin >= nodes || first != next_seq[origin] {
+            return Err(format!(
+                "line {number}: origin {origin} resumes at {first}, not {:?}",
+                next_seq.get(origin)
+            ));
+        }
+        if last.is_some_and(|previous| previous > (timestamp, origin)) {
+            return Err(format!("line {number}: out of (timestamp, origin) order"));
+        }
+        last = Some((timestamp, origin));
+        next_seq[origin] += length;
+        for _ in 0..length {
+            count += 1;
+            sum += count as u128 * (streams[origin].next_value() as u128 + 1);
+        }
+    }
+    Ok(format!("({count}, {})", decimal(sum)))
+}
+
+/// The `SlaveResult COUNT CHECKSUM` line of a ring run without faults: index `k + 1` is drawn
+/// (`next_u32`) by ring position `(k / window) % workers` — worker `p`'s stream is the gossip
+/// stream generator of origin `p` — and each worker draws its turns in increasing `k`.
+pub fn ring_reference(seed: u64, workers: usize, window: u64, count: u64) -> String {
+    use rand_xoshiro::rand_core::{Rng, SeedableRng};
+    let mut rngs: Vec<rand_xoshiro::Xoshiro256PlusPlus> = (0..workers)
+        .map(|worker| {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+            for _ in 0..worker {
+                rng.jump();
+            }
+            rng
+        })
+        .collect();
+    let mut sum = 0u128;
+    for k in 0..count {
+        let position = ((k / window) % workers as u64) as usize;
+        let value = rngs[position].next_u32();
+        sum += (k as u128 + 1) * (value as u128 + 1);
+    }
+    format!("SlaveResult {count} {}", decimal(sum))
 }
