@@ -420,12 +420,11 @@ fn check(
             "the nodes cut at {cut_us}, but the earliest send end announced is {heard_cut:?}"
         ));
     }
-    for origin in 0..nodes {
+    for (origin, &agreed) in agreed.iter().enumerate() {
         let before = observer.before_cut(origin, cut_us);
-        if sim.alive(origin) && agreed[origin] != before {
+        if sim.alive(origin) && agreed != before {
             return Err(format!(
-                "origin {origin} stamped {before} messages before the cut but {} were agreed",
-                agreed[origin]
+                "origin {origin} stamped {before} messages before the cut but {agreed} were agreed"
             ));
         }
         let longest = survivors
@@ -434,10 +433,10 @@ fn check(
             .max()
             .unwrap_or(0)
             .min(before);
-        if !sim.alive(origin) && agreed[origin] < longest {
+        if !sim.alive(origin) && agreed < longest {
             return Err(format!(
-                "crashed origin {origin}: {} agreed but a survivor received {longest} directly",
-                agreed[origin]
+                "crashed origin {origin}: {agreed} agreed but a survivor received {longest} \
+                 directly"
             ));
         }
     }

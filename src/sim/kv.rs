@@ -1,17 +1,21 @@
 //! kv under the simulator, and its checker.
 //!
 //! Workload: `CLIENTS` clients, each owning `KEYS_PER_CLIENT` keys, pipeline SETs (unique
-//! values) and GETs of their own keys every few milliseconds for the first `load_us`; meanwhile
+//! values), DELs and GETs of their own keys every few milliseconds for the first `load_us`;
+//! meanwhile
 //! the seed's faults strike the workers: pauses, one-way stalls, and at most `replicas − 1`
 //! crashes (sometimes followed by a restart, which rejoins empty). After the faults heal and a
-//! settling time, a fresh client reads every key and asks NODES.
+//! settling time, a fresh client reads every key.
 //!
 //! The checker demands:
-//! 1. read your writes: every GET answered with a value returns the value of the latest SET
-//!    that client sent for the key before it (a GET may fail with an error — a read in flight
-//!    to a worker that died — but never return something stale or foreign);
-//! 2. no acknowledged write lost: at the end every key reads as its last SET answered OK;
-//! 3. convergence: NODES reports every key with `replicas` live copies on the live workers.
+//! 1. read your writes: every GET answered returns what the latest SET or DEL that client sent
+//!    for the key before it left (a GET may fail with an error — a read in flight to a worker
+//!    that died — but never return something stale or foreign);
+//! 2. no acknowledged write lost: at the end every key reads as its last acknowledged SET or
+//!    DEL left it (or as a later, unacknowledged one did — never as an earlier one);
+//! 3. convergence, read from the workers' own stores (not from what the master reports): every
+//!    key's replicas on the live workers, placed as the master places them, hold its newest
+//!    version with the same value (a deleted key: the tombstone, or nothing).
 //!
 //! With `fsync` set the workers have journals on simulated disks (`disk.rs`: a crash keeps
 //! only synced bytes and a torn, sometimes corrupt, part of the rest) and every crash is
@@ -132,6 +136,9 @@ enum Sent {
     Set {
         key: usize,
         value: String,
+    },
+    Del {
+        key: usize,
     },
     Get {
         key: usize,
@@ -255,6 +262,15 @@ fn simulate(options: &Options) -> Report {
                     vec![b"GET".to_vec(), key_name(key).into_bytes()],
                 );
                 log.push(Sent::Get { key, expected, at });
+            } else if step % 5 == 4 {
+                sim.client_command(
+                    at,
+                    master,
+                    client,
+                    vec![b"DEL".to_vec(), key_name(key).into_bytes()],
+                );
+                latest[key] = None;
+                log.push(Sent::Del { key });
             } else {
                 let mut value = format!("v{}-{step}-{client}", options.seed);
                 let padding = options.value_bytes.saturating_sub(value.len());
@@ -270,7 +286,7 @@ fn simulate(options: &Options) -> Report {
             }
         }
     }
-    // After the faults heal and transfers settle: read everything, then NODES.
+    // After the faults heal and transfers settle: read everything.
     // Heavy runs queue seconds of traffic behind slow links.
     let settle_us = if options.value_bytes > 0 {
         5_000_000
@@ -286,7 +302,6 @@ fn simulate(options: &Options) -> Report {
             vec![b"GET".to_vec(), key_name(key).into_bytes()],
         );
     }
-    sim.client_command(end_us + 1, master, FINAL_CLIENT, vec![b"NODES".to_vec()]);
     // Heavy runs read 1 MiB back over 1 MB/s links.
     let read_us = if options.value_bytes > 0 {
         3_000_000
@@ -387,6 +402,14 @@ fn stale_read_windows(schedule: &[(Micros, Fault)], replicas: usize) -> Vec<(Mic
     windows
 }
 
+/// What a key holds after a SET (`Some(value)`) or a DEL (`None`), as the REPL shows it.
+fn shown(effect: &Option<String>) -> String {
+    match effect {
+        Some(value) => format!("\"{value}\""),
+        None => "(nil)".to_string(),
+    }
+}
+
 fn check(
     sim: &Sim<Kv, ()>,
     options: &Options,
@@ -396,8 +419,8 @@ fn check(
     let master = options.workers;
     let replies = sim.replies(master);
     let keys = CLIENTS * options.keys_per_client;
-    // The last SET of each key that was acknowledged.
-    let mut acknowledged: Vec<Option<String>> = vec![None; keys];
+    // Per key, every SET or DEL in the order its one client sent them: (effect, acknowledged).
+    let mut writes_of: Vec<Vec<(Option<String>, bool)>> = vec![Vec::new(); keys];
     let mut writes = 0;
     for (client, log) in sent.iter().enumerate() {
         let answers: Vec<(Micros, &str)> = replies
@@ -415,18 +438,22 @@ fn check(
         for (command, &(answered, answer)) in log.iter().zip(&answers) {
             match command {
                 Sent::Set { key, value } => {
-                    if answer == "OK" {
-                        acknowledged[*key] = Some(value.clone());
-                        writes += 1;
-                    } else if !answer.starts_with("ERR") {
+                    if answer != "OK" && !answer.starts_with("ERR") {
                         return Err(format!("SET {key} answered {answer:?}"));
                     }
+                    writes += (answer == "OK") as usize;
+                    writes_of[*key].push((Some(value.clone()), answer == "OK"));
+                }
+                Sent::Del { key } => {
+                    let acknowledged = answer.starts_with("(integer) ");
+                    if !acknowledged && !answer.starts_with("ERR") {
+                        return Err(format!("DEL {key} answered {answer:?}"));
+                    }
+                    writes += acknowledged as usize;
+                    writes_of[*key].push((None, acknowledged));
                 }
                 Sent::Get { key, expected, at } => {
-                    let wanted = match expected {
-                        Some(value) => format!("\"{value}\""),
-                        None => "(nil)".to_string(),
-                    };
+                    let wanted = shown(expected);
                     // In flight while every replica of the key may have been down.
                     let excused = exempt
                         .iter()
@@ -445,58 +472,43 @@ fn check(
         .filter(|(_, c, _)| *c == FINAL_CLIENT)
         .map(|(_, _, line)| line.as_str())
         .collect();
-    if finals.len() < keys {
+    if finals.len() != keys {
         return Err(format!(
             "the final reads got {} replies for {keys} keys",
             finals.len()
         ));
     }
-    for key in 0..keys {
-        let wanted = acknowledged[key]
-            .as_ref()
-            .map(|value| format!("\"{value}\""));
-        let answer = finals[key];
-        // A key whose last acknowledged write was followed by an unacknowledged one may hold
-        // either; what must never happen is losing what was acknowledged.
-        let later = sent
-            .iter()
-            .flatten()
-            .any(|s| matches!(s, Sent::Set { key: k, .. } if *k == key))
-            && answer.starts_with('"');
-        match &wanted {
-            Some(value) if answer == value => {}
-            Some(_)
-                if later
-                    && answer_is_a_set_value(sent, key, answer)
-                    && !is_older(sent, key, answer, &acknowledged) => {}
-            Some(value) => {
-                return Err(format!(
-                    "key:{key} reads {answer} at the end; {value} was acknowledged"
-                ));
-            }
-            None if answer == "(nil)" || answer_is_a_set_value(sent, key, answer) => {}
-            None => return Err(format!("key:{key} reads {answer}, never written")),
+    for (key, ops) in writes_of.iter().enumerate() {
+        // The last acknowledged write or any later one may be what the key holds (a write that
+        // got an error may still have reached a replica); an earlier one, never.
+        let last_acknowledged = ops.iter().rposition(|&(_, acknowledged)| acknowledged);
+        let from = last_acknowledged.unwrap_or(0);
+        let mut allowed: Vec<String> = ops[from..].iter().map(|(e, _)| shown(e)).collect();
+        if last_acknowledged.is_none() {
+            allowed.push(shown(&None));
+        }
+        if !allowed.iter().any(|effect| effect == finals[key]) {
+            return Err(format!(
+                "key:{key} reads {} at the end; the last acknowledged write left {:?}",
+                finals[key],
+                last_acknowledged.map(|at| shown(&ops[at].0))
+            ));
         }
     }
-    let nodes: Vec<&str> = finals[keys..]
-        .iter()
-        .copied()
-        .filter(|line| !line.is_empty())
-        .collect();
-    let verdict = nodes.last().copied().unwrap_or("");
     let live = (0..options.workers)
         .filter(|&w| sim.alive(w) && !sim.stopped(w))
         .count();
-    if live >= options.replicas && !verdict.contains(": every key has") {
-        return Err(format!(
-            "membership did not converge: {nodes:?}\n  {}",
-            misplaced_copies(sim, options)
-        ));
+    if live >= options.replicas {
+        let misplaced = misplaced_copies(sim, options);
+        if !misplaced.is_empty() {
+            return Err(format!("the replicas did not converge:\n  {misplaced}"));
+        }
     }
     Ok(writes)
 }
 
-/// For a convergence failure: the keys whose holders are not their replicas.
+/// Every key whose replicas among the live workers (placed as the master places them) do
+/// not all hold its newest version — read from the workers' stores — one line each.
 fn misplaced_copies(sim: &Sim<Kv, ()>, options: &Options) -> String {
     use crate::roles::kv::placement::{HashRing, REPLICAS_MAX};
     let live: Vec<usize> = (0..options.workers)
@@ -508,51 +520,40 @@ fn misplaced_copies(sim: &Sim<Kv, ()>, options: &Options) -> String {
         let name = key_name(key);
         let mut replicas = [0; REPLICAS_MAX];
         let count = ring.replicas(name.as_bytes(), options.replicas, &mut replicas);
-        let holders: Vec<(usize, u64)> = live
+        let held: Vec<(usize, u64, Option<Vec<u8>>)> = live
             .iter()
             .filter_map(|&w| match sim.role(w) {
-                Some(Kv::Worker(worker)) => worker.holds(name.as_bytes()).map(|v| (w, v)),
+                Some(Kv::Worker(worker)) => worker
+                    .entry(name.as_bytes())
+                    .map(|(version, value)| (w, version, value.map(<[u8]>::to_vec))),
                 _ => None,
             })
             .collect();
-        let missing: Vec<usize> = replicas[..count]
+        let Some(newest) = held.iter().max_by_key(|(_, version, _)| *version) else {
+            continue;
+        };
+        let stale: Vec<usize> = replicas[..count]
             .iter()
             .copied()
-            .filter(|r| !holders.iter().any(|&(w, _)| w == *r))
+            .filter(|&replica| {
+                let entry = held.iter().find(|(w, _, _)| *w == replica);
+                match entry {
+                    Some((_, version, value)) => (*version, value) != (newest.1, &newest.2),
+                    None => newest.2.is_some(),
+                }
+            })
             .collect();
-        if !holders.is_empty() && !missing.is_empty() {
+        if !stale.is_empty() {
+            let versions: Vec<(usize, u64, bool)> = held
+                .iter()
+                .map(|(w, version, value)| (*w, *version, value.is_some()))
+                .collect();
             lines.push(format!(
-                "{name}: held (worker, version) {holders:?}, missing on {missing:?}"
+                "{name}: replicas {:?}, stale {stale:?}; held (worker, version, present) \
+                 {versions:?}",
+                &replicas[..count]
             ));
         }
     }
     lines.join("\n  ")
-}
-
-/// Whether `answer` (quoted) is a value some client SET for `key`.
-fn answer_is_a_set_value(sent: &[Vec<Sent>], key: usize, answer: &str) -> bool {
-    sent.iter().flatten().any(|s| match s {
-        Sent::Set { key: k, value } => *k == key && answer == format!("\"{value}\""),
-        _ => false,
-    })
-}
-
-/// Whether `answer` is a value written before the last acknowledged one (a lost write).
-fn is_older(sent: &[Vec<Sent>], key: usize, answer: &str, acknowledged: &[Option<String>]) -> bool {
-    let Some(acked) = &acknowledged[key] else {
-        return false;
-    };
-    let order: Vec<&String> = sent
-        .iter()
-        .flatten()
-        .filter_map(|s| match s {
-            Sent::Set { key: k, value } if *k == key => Some(value),
-            _ => None,
-        })
-        .collect();
-    let position = |value: &str| order.iter().position(|v| *v == value);
-    match (position(answer.trim_matches('"')), position(acked)) {
-        (Some(answer), Some(acked)) => answer < acked,
-        _ => true,
-    }
 }

@@ -168,6 +168,12 @@ impl Worker {
         self.master
     }
 
+    /// What is held of `key`: its version and value (`None`: a deletion's tombstone).
+    pub fn entry(&self, key: &[u8]) -> Option<(u64, Option<&[u8]>)> {
+        let item = self.store.get(key)?;
+        Some((item.version, item.value.as_deref()))
+    }
+
     /// The version of `key` held, if it has a value.
     pub fn holds(&self, key: &[u8]) -> Option<u64> {
         let item = self.store.get(key)?;
