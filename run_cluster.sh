@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Launch a pollen cluster on loopback, collect every node's output, and say whether they agree.
 #
-#   ./run_cluster.sh [ROLE] [-n NODES] [--smoke] [--perf N] [--data-dir DIR [--fsync P]]
-#                    [-- ROLE ARGS...]
+#   ./run_cluster.sh [ROLE] [-n NODES] [--stagger SECS] [--smoke] [--perf N]
+#                    [--data-dir DIR [--fsync P]] [-- ROLE ARGS...]
 #
 # ROLE is gossip (default), ring or kv; NODES defaults to 4 (ring and kv: workers, plus a
-# master). gossip's arguments default to --send-for 3 --wait-for 2; ring's go to the master
+# master). gossip's arguments default to --send-for 3 --wait-for 2; --stagger SECS starts the
+# gossip nodes SECS apart, as someone starting them by hand in several shells; ring's go to the master
 # and default to 2000000 1000000 0 --window 64 (SEND_US GRACE_US SEED [--window W]); kv's go
 # to the master (e.g. --replicas 3). kv drops you into the master's REPL (Redis clients on
 # the port it prints); --smoke runs a scripted session instead and checks the answers.
@@ -32,6 +33,7 @@ nodes=4
 smoke=0
 duration=60
 perf_node=
+stagger=
 data_dir=
 fsync=
 role_args=()
@@ -45,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --smoke) smoke=1; shift ;;
     --duration) [[ $# -ge 2 ]] || usage; duration=$2; shift 2 ;;
     --perf) [[ $# -ge 2 ]] || usage; perf_node=$2; shift 2 ;;
+    --stagger) [[ $# -ge 2 ]] || usage; stagger=$2; shift 2 ;;
     --data-dir) [[ $# -ge 2 ]] || usage; data_dir=$2; shift 2 ;;
     --fsync) [[ $# -ge 2 ]] || usage; fsync=$2; shift 2 ;;
     --help) usage 0 ;;
@@ -58,6 +61,10 @@ done
 }
 if [[ ( -n $data_dir || -n $fsync ) && $role != kv ]]; then
   echo "run_cluster.sh: --data-dir and --fsync are for kv" >&2
+  exit 2
+fi
+if [[ -n $stagger ]] && ! [[ $stagger =~ ^[0-9]+(\.[0-9]+)?$ && $role == gossip ]]; then
+  echo "run_cluster.sh: --stagger takes seconds (e.g. 0.5), for gossip" >&2
   exit 2
 fi
 if [[ -n $fsync && -z $data_dir ]]; then
@@ -142,6 +149,9 @@ while read -r address; do
     lamport) args=(lamport -p "$port" --peer-config-file "$peers" --duration "$duration" --vector
       --log "$run_dir/machine-$index.csv" "${role_args[@]}") ;;
   esac
+  if [[ -n $stagger && $index -gt 0 ]]; then
+    sleep "$stagger"
+  fi
   "$binary" "${args[@]}" >"$run_dir/node-$index.out" 2>"$run_dir/node-$index.err" &
   pids+=($!)
   if [[ $index == "$perf_node" ]]; then
