@@ -185,6 +185,8 @@ pub struct Master {
     scratch: Vec<u8>,
     /// Each worker's fsync policy, from its greeting ("" without a log).
     fsync: Vec<&'static str>,
+    /// Each worker's greeting arrived on its current connection.
+    greeted: Vec<bool>,
     /// Stale replicas repaired by reads.
     pub read_repairs: u64,
     /// Batches that had to wait in an outbox.
@@ -247,6 +249,7 @@ impl Master {
             repairs_due: Vec::new(),
             scratch: Vec::new(),
             fsync: vec![""; workers],
+            greeted: vec![false; workers],
             read_repairs: 0,
             queued_batches: 0,
             suspicions: 0,
@@ -312,21 +315,39 @@ impl Master {
                 self.suspicions += 1;
                 self.forget(worker);
                 self.drain_all(io);
-            } else if self.suspected[worker]
-                && (now - self.suspected_since[worker] > self.evict_us
-                    || self.outbox_bytes[worker] > OUTBOX_EVICT_BYTES)
-            {
-                info!(
-                    "master: worker {worker} silent for {} ms; evicting it until it speaks",
-                    silent / 1000
-                );
-                self.evicted[worker] = true;
-                self.evictions += 1;
-                self.drop_outbox(worker);
-                self.new_membership(io);
-                self.drain_all(io);
+            } else if self.suspected[worker] && now - self.suspected_since[worker] > self.evict_us {
+                self.evict(io, worker, silent);
             }
         }
+    }
+
+    /// A suspected worker whose outbox passed `OUTBOX_EVICT_BYTES` is evicted at the end of
+    /// the loop iteration that filled it (not at the next check: at full speed a client fills
+    /// tens of MiB between two checks).
+    fn evict_overflowing(&mut self, io: &mut impl Io) {
+        let now = io.now();
+        for worker in 0..self.workers {
+            if self.routed(worker)
+                && self.suspected[worker]
+                && self.outbox_bytes[worker] > OUTBOX_EVICT_BYTES
+            {
+                self.evict(io, worker, now.saturating_sub(self.last_heard[worker]));
+            }
+        }
+    }
+
+    fn evict(&mut self, io: &mut impl Io, worker: NodeId, silent_us: Micros) {
+        info!(
+            "master: worker {worker} silent for {} ms with {} MiB waiting for it; evicting it \
+             until it speaks",
+            silent_us / 1000,
+            self.outbox_bytes[worker] >> 20
+        );
+        self.evicted[worker] = true;
+        self.evictions += 1;
+        self.drop_outbox(worker);
+        self.new_membership(io);
+        self.drain_all(io);
     }
 
     /// A suspected worker spoke: everything sent to it while it was silent reaches it first.
@@ -372,9 +393,14 @@ impl Master {
             info!("master: worker {peer} joined");
             self.new_membership(io);
             self.joined[peer] = self.epoch;
-            if self.up.iter().all(|&up| up) {
-                self.ready(io);
-            }
+        }
+    }
+
+    /// Every worker is up and has greeted (so what the master says about the workers — their
+    /// logs, their versions — is known): serve what waited.
+    fn ready_when_all_greeted(&mut self, io: &mut impl Io) {
+        if (0..self.workers).all(|w| self.up[w] && self.greeted[w]) {
+            self.ready(io);
         }
     }
 
@@ -414,6 +440,7 @@ impl Master {
         }
         let routed = self.routed(peer);
         self.up[peer] = false;
+        self.greeted[peer] = false;
         self.suspected[peer] = false;
         self.evicted[peer] = false;
         info!("master: worker {peer} is down; redistributing its keys");
@@ -706,7 +733,9 @@ impl Master {
                     result.version
                 );
                 self.fsync[from] = fsync;
+                self.greeted[from] = true;
                 self.raise_version(result.version);
+                self.ready_when_all_greeted(io);
                 continue;
             }
             let key = (result.request & 0xFFFF_FFFF) as usize;
@@ -1255,6 +1284,7 @@ impl Master {
             }
         }
         self.send_credits(io);
+        self.evict_overflowing(io);
     }
 
     /// The link to `worker` has room again.

@@ -124,6 +124,15 @@ fn master() -> (Kv, Recorder) {
     kv.on_peer_up(&mut io, 0);
     kv.on_peer_up(&mut io, 1);
     for worker in 0..2 {
+        let hello = OpResult {
+            request: REQUEST_HELLO,
+            status: STATUS_OK,
+            version: 0,
+            value: b"",
+        };
+        result(&mut io, &mut kv, worker, hello);
+    }
+    for worker in 0..2 {
         let done = KvMembership {
             epoch: 2,
             replicas: 0,
