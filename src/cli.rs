@@ -299,8 +299,7 @@ fn run_gossip(args: &[String]) -> Result<(), Exit> {
     let role = Gossip::new(config, node);
     let mut net_config = net::Config::peers_only(node, addresses, cluster);
     net_config.cookie = cookie(&matches)?;
-    let driver = Driver::new(net_config, role)
-        .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
+    let driver = Driver::new(net_config, role).map_err(|error| Exit::Failure(error.to_string()))?;
     info!("node {node}: listening on {address}");
     let (role, stats) = driver
         .run()
@@ -763,7 +762,7 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
     let mut net_config = net::Config::peers_only(node, addresses, cluster);
     net_config.cookie = cookie(&matches)?;
     let driver = Driver::new(net_config, Ring::new(config, node))
-        .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
+        .map_err(|error| Exit::Failure(error.to_string()))?;
     let (role, _stats) = driver
         .run()
         .map_err(|error| Exit::Failure(error.to_string()))?;
@@ -974,8 +973,7 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
         output: None,
         cookie: cookie(&matches)?,
     };
-    let driver = Driver::new(config, role)
-        .map_err(|error| Exit::Failure(format!("cannot listen on {own}: {error}")))?;
+    let driver = Driver::new(config, role).map_err(|error| Exit::Failure(error.to_string()))?;
     if is_master {
         info!(
             "kv master: {workers} workers, {replicas} replicas, Redis clients on port {resp_port}"
@@ -1158,13 +1156,11 @@ fn run_lamport(args: &[String]) -> Result<(), Exit> {
     let cluster = matches
         .opt_str("cluster")
         .unwrap_or("pollen-lamport".to_string());
-    let address = addresses[node];
     let mut net_config = net::Config::peers_only(node, addresses, cluster);
     net_config.output = Some(output);
     net_config.cookie = cookie(&matches)?;
     let role = crate::roles::lamport::Lamport::new(config, node);
-    let driver = Driver::new(net_config, role)
-        .map_err(|error| Exit::Failure(format!("cannot listen on {address}: {error}")))?;
+    let driver = Driver::new(net_config, role).map_err(|error| Exit::Failure(error.to_string()))?;
     driver
         .run()
         .map_err(|error| Exit::Failure(error.to_string()))?;

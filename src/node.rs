@@ -56,6 +56,17 @@ pub trait Role {
         let _ = command;
         io.reply(client, &Reply::Error("ERR this node serves no clients"));
     }
+    /// A client's input could not be parsed. `error` is the reply it is owed — after the
+    /// replies to its earlier commands, which may still be on their way — and with `close` the
+    /// client is then closed (a RESP client's stream cannot be trusted past a protocol error;
+    /// the REPL goes on with its next line). Roles that answer later override this to keep
+    /// the order.
+    fn on_client_error(&mut self, io: &mut impl Io, client: ClientId, error: &str, close: bool) {
+        io.reply(client, &Reply::Error(error));
+        if close {
+            io.close_client(client);
+        }
+    }
     fn on_client_closed(&mut self, io: &mut impl Io, client: ClientId) {
         let _ = (io, client);
     }

@@ -35,6 +35,11 @@ impl Buffer {
         &self.bytes[self.start..self.end]
     }
 
+    /// The unread bytes, writable (a parser may rewrite what it parses in place).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }

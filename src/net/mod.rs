@@ -136,6 +136,9 @@ struct Connection {
     input_paused: bool,
     /// Client input waits while the role holds it (`Io::hold_client`).
     held: bool,
+    /// A client whose input failed to parse: nothing more is read from it (the role closes
+    /// it once its replies are written).
+    refused: bool,
     /// Close once the output is written (QUIT, or an error reply).
     close_after_flush: bool,
     /// With a cookie: the nonce we challenged with, the peer's, whether it saw the peer's
@@ -224,12 +227,12 @@ impl<R: Role> Driver<R> {
                  join the cluster and send it frames"
             );
         }
-        let mut listener = TcpListener::bind(own)?;
+        let mut listener = bind(own)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let client_listener = match config.clients {
             Some(address) => {
-                let mut listener = TcpListener::bind(address)?;
+                let mut listener = bind(address)?;
                 poll.registry()
                     .register(&mut listener, CLIENT_LISTENER, Interest::READABLE)?;
                 Some(listener)
@@ -498,6 +501,7 @@ impl<R: Role> Driver<R> {
             client,
             input_paused: false,
             held: false,
+            refused: false,
             close_after_flush: false,
             nonce: [0; wire::auth::NONCE_LEN],
             peer_nonce: None,
@@ -595,14 +599,16 @@ impl<R: Role> Driver<R> {
                 None if eof => input.len(),
                 None => break,
             };
-            let line = &input[at..end];
-            at = (end + 1).min(input.len());
+            let next = (end + 1).min(input.len());
+            let line = &mut input[at..end];
+            at = next;
             if line.len() > LINE_BYTES_MAX {
-                self.io
-                    .reply(REPL_CLIENT, &Reply::Error("ERR line too long"));
+                let error = "ERR line too long";
+                self.role
+                    .on_client_error(&mut self.io, REPL_CLIENT, error, false);
                 continue;
             }
-            match client::parse_line(line, &mut spans) {
+            match client::split_args(line, &mut spans) {
                 Ok(()) if spans.is_empty() => {}
                 Ok(()) => {
                     let command = Command {
@@ -614,13 +620,15 @@ impl<R: Role> Driver<R> {
                 }
                 Err(error) => {
                     let text = format!("ERR {error}");
-                    self.io.reply(REPL_CLIENT, &Reply::Error(&text));
+                    self.role
+                        .on_client_error(&mut self.io, REPL_CLIENT, &text, false);
                 }
             }
         }
         if at < input.len() && input.len() - at > LINE_BYTES_MAX {
-            self.io
-                .reply(REPL_CLIENT, &Reply::Error("ERR line too long"));
+            let error = "ERR line too long";
+            self.role
+                .on_client_error(&mut self.io, REPL_CLIENT, error, false);
             at = input.len();
         }
         input.drain(..at);
@@ -794,14 +802,14 @@ impl<R: Role> Driver<R> {
             let Some(connection) = self.io.connections.get_mut(key) else {
                 break;
             };
-            if connection.close_after_flush || connection.held {
+            if connection.close_after_flush || connection.held || connection.refused {
                 break;
             }
             if connection.output.len() > OUTPUT_HIGH_WATER {
                 connection.input_paused = true;
                 break;
             }
-            match client::parse_resp(input.data(), &mut spans) {
+            match client::parse_request(input.data_mut(), &mut spans) {
                 Ok(None) => break,
                 Ok(Some(length)) => {
                     if !spans.is_empty() {
@@ -815,9 +823,7 @@ impl<R: Role> Driver<R> {
                     input.consume(length);
                 }
                 Err(error) => {
-                    let text = format!("ERR {error}");
-                    self.io.reply(key, &Reply::Error(&text));
-                    result = Err(error.to_string());
+                    result = Err(error);
                     break;
                 }
             }
@@ -826,13 +832,16 @@ impl<R: Role> Driver<R> {
         if let Some(connection) = self.io.connections.get_mut(key) {
             connection.input = input;
         }
-        if let Err(reason) = &result {
-            // Let the error reply go out first.
-            self.io.close_client(key);
-            debug!("client {key}: {reason}");
-            return Ok(());
+        if let Err(error) = result {
+            // Nothing more is read from it; the role replies after what it owes the client
+            // and closes it then.
+            debug!("client {key}: {error}");
+            self.io.connections[key].refused = true;
+            let text = format!("ERR {error}");
+            self.role.on_client_error(&mut self.io, key, &text, true);
+            self.deliver_local();
         }
-        result
+        Ok(())
     }
 
     fn handle_message(&mut self, key: usize, message: Message<'_>) -> Result<(), String> {
@@ -1081,6 +1090,14 @@ impl<R: Role> Driver<R> {
 
 /// Stdin as a non-blocking pipe registered with the poll, or, for a regular file (which epoll
 /// cannot watch), its whole content read now.
+/// A listener on `address`; a failure names the address (a node listens on two ports, and
+/// "address in use" must say which).
+fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(address).map_err(|error| {
+        io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+    })
+}
+
 fn open_repl(poll: &Poll) -> io::Result<Repl> {
     use std::io::IsTerminal;
     use std::os::fd::AsFd;

@@ -1,6 +1,13 @@
-//! Client-facing formats: commands in (RESP2 arrays of bulk strings, or REPL lines) and replies
-//! out (RESP2, or the REPL's plain text). Both forms of a command become one `Command` — a view
-//! of argument spans over the input buffer — so a role never sees the syntax.
+//! Client-facing formats: commands in (RESP2 arrays of bulk strings, Redis inline commands, or
+//! REPL lines) and replies out (RESP2, or the REPL's plain text). Every form of a command
+//! becomes one `Command` — a view of argument spans over the input buffer — so a role never
+//! sees the syntax.
+//!
+//! Inline commands (`PING\r\n`, what telnet, nc and redis-benchmark's `PING_INLINE` send) and
+//! REPL lines are split as Redis splits them (`sdssplitargs`): words separated by white space;
+//! double quotes with `\n \r \t \b \a \\ \"` and `\xHH` escapes; single quotes with `\'`; a
+//! closing quote must be followed by white space or the end. Escapes are undone in place (the
+//! result is never longer), so a command still borrows the input buffer.
 //!
 //! Untrusted input: every count and length is checked against a limit before it is trusted
 //! (`ARGS_MAX`, `ARG_BYTES_MAX`, `LINE_BYTES_MAX`); nothing is allocated by a client's numbers.
@@ -17,7 +24,7 @@ pub const LINE_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    /// Not RESP: the first byte of a request must be `*` (inline commands are not supported).
+    /// Malformed: a bad header, a missing CRLF, unbalanced quotes.
     Protocol(&'static str),
     /// A count or length above its limit, or a line too long.
     TooLarge(&'static str),
@@ -57,6 +64,29 @@ impl<'a> Command<'a> {
     pub fn is(&self, index: usize, word: &str) -> bool {
         index < self.len() && self.arg(index).eq_ignore_ascii_case(word.as_bytes())
     }
+}
+
+/// Parses one request at the start of `input` — a RESP2 array when it starts with `*`, else an
+/// inline command ending at `\n` — writing its argument spans (relative to `input`) into
+/// `spans`. Returns the bytes it occupies, `None` if it is not complete yet. An inline line may
+/// be rewritten in place (escapes undone). An empty line is a request with no arguments.
+pub fn parse_request(
+    input: &mut [u8],
+    spans: &mut Vec<(u32, u32)>,
+) -> Result<Option<usize>, ClientError> {
+    if input.first() == Some(&b'*') {
+        return parse_resp(input, spans);
+    }
+    spans.clear();
+    let searched = input.len().min(LINE_BYTES_MAX + 1);
+    let Some(newline) = input[..searched].iter().position(|&b| b == b'\n') else {
+        if input.len() > LINE_BYTES_MAX {
+            return Err(ClientError::TooLarge("too big inline request"));
+        }
+        return Ok(None);
+    };
+    split_args(&mut input[..newline], spans)?;
+    Ok(Some(newline + 1))
 }
 
 /// Parses one RESP2 request (an array of bulk strings) at the start of `input`, writing its
@@ -131,37 +161,87 @@ fn header_number(input: &[u8], at: usize) -> Result<Option<(i64, usize)>, Client
     Ok(Some((number, at + 1 + cr + 2)))
 }
 
-/// Splits one REPL line (without its newline) into argument spans: words separated by spaces
-/// or tabs; a word in double quotes may hold spaces (no escapes). Spans are relative to `line`.
-pub fn parse_line(line: &[u8], spans: &mut Vec<(u32, u32)>) -> Result<(), ClientError> {
+/// Splits one line (an inline command or a REPL line, without its newline) into arguments the
+/// way Redis does (see the module doc), undoing escapes in place; the spans point into `line`
+/// as rewritten.
+pub fn split_args(line: &mut [u8], spans: &mut Vec<(u32, u32)>) -> Result<(), ClientError> {
     spans.clear();
-    let mut at = 0;
-    while at < line.len() {
-        while at < line.len() && (line[at] == b' ' || line[at] == b'\t' || line[at] == b'\r') {
-            at += 1;
+    let (mut read, mut write) = (0, 0);
+    loop {
+        while read < line.len() && line[read].is_ascii_whitespace() {
+            read += 1;
         }
-        if at == line.len() {
-            break;
+        if read == line.len() {
+            return Ok(());
         }
         if spans.len() == ARGS_MAX {
             return Err(ClientError::TooLarge("too many arguments"));
         }
-        if line[at] == b'"' {
-            let start = at + 1;
-            let Some(length) = line[start..].iter().position(|&b| b == b'"') else {
-                return Err(ClientError::Protocol("unterminated quote"));
+        let start = write;
+        let mut quote: Option<u8> = None;
+        loop {
+            let Some(&byte) = line.get(read) else {
+                if quote.is_some() {
+                    return Err(ClientError::Protocol("unbalanced quotes in request"));
+                }
+                break;
             };
-            spans.push((start as u32, (start + length) as u32));
-            at = start + length + 1;
-        } else {
-            let start = at;
-            while at < line.len() && !matches!(line[at], b' ' | b'\t' | b'\r') {
-                at += 1;
+            match quote {
+                None if byte.is_ascii_whitespace() => break,
+                None if byte == b'"' || byte == b'\'' => {
+                    quote = Some(byte);
+                    read += 1;
+                    continue;
+                }
+                None => read += 1,
+                Some(closing) if byte == closing => {
+                    read += 1;
+                    if line.get(read).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        return Err(ClientError::Protocol("unbalanced quotes in request"));
+                    }
+                    quote = None;
+                    continue;
+                }
+                Some(b'"') if byte == b'\\' && read + 1 < line.len() => {
+                    let (value, used) = unescape(&line[read + 1..]);
+                    line[write] = value;
+                    write += 1;
+                    read += 1 + used;
+                    continue;
+                }
+                Some(b'\'') if byte == b'\\' && line.get(read + 1) == Some(&b'\'') => {
+                    line[write] = b'\'';
+                    write += 1;
+                    read += 2;
+                    continue;
+                }
+                Some(_) => read += 1,
             }
-            spans.push((start as u32, at as u32));
+            line[write] = byte;
+            write += 1;
         }
+        spans.push((start as u32, write as u32));
     }
-    Ok(())
+}
+
+/// The byte a `\` escape inside double quotes stands for, and how many bytes after the `\` it
+/// used: `\xHH` (two hex digits), `\n \r \t \b \a`, else the character itself.
+fn unescape(after: &[u8]) -> (u8, usize) {
+    let hex = |b: u8| (b as char).to_digit(16);
+    if let [b'x', high, low, ..] = *after
+        && let (Some(high), Some(low)) = (hex(high), hex(low))
+    {
+        return ((high * 16 + low) as u8, 3);
+    }
+    let value = match after[0] {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 8,
+        b'a' => 7,
+        other => other,
+    };
+    (value, 1)
 }
 
 /// A reply to a client; rendered as RESP2 or as REPL text by the driver.
@@ -177,6 +257,9 @@ pub enum Reply<'a> {
     Bulk(Option<&'a [u8]>),
     /// An array header: the next `n` replies to this client are its items.
     Array(usize),
+    /// Text made of `\r\n`-ended lines (INFO): a bulk string in RESP, the lines themselves in
+    /// the REPL (as redis-cli prints INFO).
+    Lines(&'a [u8]),
 }
 
 impl Reply<'_> {
@@ -187,7 +270,7 @@ impl Reply<'_> {
             Reply::Status(text) | Reply::Error(text) => 3 + text.len(),
             Reply::Integer(_) | Reply::Array(_) => 24,
             Reply::Bulk(None) => 5,
-            Reply::Bulk(Some(bytes)) => 24 + bytes.len(),
+            Reply::Bulk(Some(bytes)) | Reply::Lines(bytes) => 24 + bytes.len(),
         }
     }
 
@@ -202,9 +285,11 @@ impl Reply<'_> {
             Reply::Error(text) => write!(cursor, "-{text}\r\n"),
             Reply::Integer(value) => write!(cursor, ":{value}\r\n"),
             Reply::Bulk(None) => cursor.write_all(b"$-1\r\n"),
-            Reply::Bulk(Some(bytes)) => write!(cursor, "${}\r\n", bytes.len())
-                .and_then(|()| cursor.write_all(bytes))
-                .and_then(|()| cursor.write_all(b"\r\n")),
+            Reply::Bulk(Some(bytes)) | Reply::Lines(bytes) => {
+                write!(cursor, "${}\r\n", bytes.len())
+                    .and_then(|()| cursor.write_all(bytes))
+                    .and_then(|()| cursor.write_all(b"\r\n"))
+            }
             Reply::Array(count) => write!(cursor, "*{count}\r\n"),
         };
         let written = cursor.position() as usize;
@@ -222,6 +307,16 @@ impl Reply<'_> {
             Reply::Bulk(None) => writeln!(out, "(nil)"),
             Reply::Bulk(Some(bytes)) => writeln!(out, "\"{}\"", bytes.escape_ascii()),
             Reply::Array(_) => Ok(()),
+            Reply::Lines(text) => {
+                for line in text.split(|&b| b == b'\n') {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if !line.is_empty() {
+                        out.extend_from_slice(line);
+                        out.push(b'\n');
+                    }
+                }
+                Ok(())
+            }
         };
     }
 }
@@ -274,7 +369,7 @@ mod tests {
             (b"*1\r\n$1073741824\r\n", "above"),
             (b"*-5\r\n", "negative"),
             (b"*1\r\n$-1\r\n", "null"),
-            (b"GET k\r\n", "expected '*'"),
+            (b"*1\r\n$1\r\nab\r\n", "CRLF"),
             (b"*1\r\n:5\r\n", "expected '$'"),
             (b"*1\r\n$2\r\nabXY", "CRLF"),
             (b"*12345678901234567890123456789\r\n", "long"),
@@ -285,19 +380,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lines_split_on_spaces_and_quotes() {
+    fn split(line: &str) -> Result<Vec<Vec<u8>>, ClientError> {
+        let mut bytes = line.as_bytes().to_vec();
         let mut spans = Vec::new();
-        let line = b"  SET  greeting \"hello world\"\t";
-        parse_line(line, &mut spans).unwrap();
-        let words: Vec<&[u8]> = spans
+        split_args(&mut bytes, &mut spans)?;
+        Ok(spans
             .iter()
-            .map(|&(a, b)| &line[a as usize..b as usize])
-            .collect();
-        assert_eq!(words, vec![&b"SET"[..], b"greeting", b"hello world"]);
-        assert!(parse_line(b"SET k \"open", &mut spans).is_err());
-        parse_line(b"   ", &mut spans).unwrap();
-        assert!(spans.is_empty());
+            .map(|&(a, b)| bytes[a as usize..b as usize].to_vec())
+            .collect())
+    }
+
+    /// The cases follow Redis's `sdssplitargs` (what redis-cli and inline commands use).
+    #[test]
+    fn lines_split_as_redis_splits_them() {
+        let words = |list: &[&str]| -> Vec<Vec<u8>> {
+            list.iter().map(|w| w.as_bytes().to_vec()).collect()
+        };
+        assert_eq!(
+            split("  SET  greeting \"hello world\"\t").unwrap(),
+            words(&["SET", "greeting", "hello world"])
+        );
+        assert_eq!(
+            split(r#"set k "a\nb\x41\"c\\" 'it\'s' "" ''"#).unwrap(),
+            words(&["set", "k", "a\nbA\"c\\", "it's", "", ""])
+        );
+        assert!(
+            split(r#"a"b c"d"#).is_err(),
+            "a closing quote needs a space after"
+        );
+        assert_eq!(split(r#"x"b c""#).unwrap(), words(&["xb c"]));
+        assert_eq!(split(r#""\xZZ""#).unwrap(), words(&["xZZ"]));
+        for bad in [r#"SET k "open"#, "SET k 'open", r#""a"b"#] {
+            let error = split(bad).unwrap_err().to_string();
+            assert!(error.contains("unbalanced quotes"), "{bad}: {error}");
+        }
+        assert!(split("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn inline_requests_end_at_a_newline() {
+        let mut spans = Vec::new();
+        let mut input = b"PING\r\nSET a \"b c\"\nGET a\r\n*1\r\n$4\r\nPING\r\n".to_vec();
+        let mut lines = Vec::new();
+        let mut at = 0;
+        while at < input.len() {
+            let used = parse_request(&mut input[at..], &mut spans)
+                .unwrap()
+                .unwrap();
+            let args: Vec<Vec<u8>> = spans
+                .iter()
+                .map(|&(a, b)| input[at + a as usize..at + b as usize].to_vec())
+                .collect();
+            lines.push(args);
+            at += used;
+        }
+        let words = |list: &[&str]| -> Vec<Vec<u8>> {
+            list.iter().map(|w| w.as_bytes().to_vec()).collect()
+        };
+        assert_eq!(
+            lines,
+            vec![
+                words(&["PING"]),
+                words(&["SET", "a", "b c"]),
+                words(&["GET", "a"]),
+                words(&["PING"])
+            ]
+        );
+        let mut partial = b"GET a".to_vec();
+        assert_eq!(parse_request(&mut partial, &mut spans), Ok(None));
+        let mut long = vec![b'a'; LINE_BYTES_MAX + 1];
+        let error = parse_request(&mut long, &mut spans).unwrap_err();
+        assert_eq!(error, ClientError::TooLarge("too big inline request"));
     }
 
     #[test]

@@ -124,12 +124,25 @@ enum Entry {
     },
     /// QUIT, in its turn: OK, then close the client (the REPL's stops the cluster).
     Quit,
+    /// SHUTDOWN, in its turn: the cluster stops (the REPL is told OK; a Redis client gets no
+    /// reply, as from Redis, its connection closing as the master exits).
+    Shutdown,
+    /// Input that could not be parsed: this error, then the client is closed.
+    Refused(String),
 }
+
+/// Commands a client may send (`COMMAND COUNT`); KILL and NODES are the REPL's own.
+const COMMANDS: [&str; 18] = [
+    "PING", "ECHO", "GET", "SET", "DEL", "EXISTS", "MGET", "MSET", "DBSIZE", "INFO", "QUIT",
+    "SHUTDOWN", "COMMAND", "CONFIG", "CLIENT", "SELECT", "KILL", "NODES",
+];
 
 enum Owned {
     Reply(Reply<'static>),
     Error(String),
     Bulk(Vec<u8>),
+    /// Text lines (INFO): a bulk in RESP, plain lines in the REPL.
+    Lines(Vec<u8>),
     /// An array of bulk strings.
     Strings(Vec<Vec<u8>>),
 }
@@ -199,7 +212,9 @@ pub struct Master {
     stopping: bool,
     /// Commands that came before the cluster was ready (every worker up, or the start timeout):
     /// replayed in order then. Owned copies; only at start-up.
-    backlog: Option<Vec<(ClientId, Vec<Vec<u8>>)>>,
+    backlog: Option<Vec<(ClientId, Backlogged)>>,
+    /// Names clients gave themselves (CLIENT SETNAME).
+    names: HashMap<ClientId, Vec<u8>>,
     pub commands: u64,
 }
 
@@ -257,6 +272,7 @@ impl Master {
             repl,
             stopping: false,
             backlog: Some(Vec::new()),
+            names: HashMap::new(),
             commands: 0,
         }
     }
@@ -410,7 +426,14 @@ impl Master {
             return;
         };
         info!("master: serving clients with workers {:?} up", self.live());
-        for (client, args) in backlog {
+        for (client, backlogged) in backlog {
+            let args = match backlogged {
+                Backlogged::Command(args) => args,
+                Backlogged::Error(error, close) => {
+                    self.on_client_error(io, client, &error, close);
+                    continue;
+                }
+            };
             let spans: Vec<(u32, u32)> = args
                 .iter()
                 .scan(0u32, |at, arg| {
@@ -860,7 +883,7 @@ impl Master {
             let args = (0..command.len())
                 .map(|index| command.arg(index).to_vec())
                 .collect();
-            backlog.push((client, args));
+            backlog.push((client, Backlogged::Command(args)));
             return;
         }
         self.commands += 1;
@@ -882,7 +905,31 @@ impl Master {
         }
     }
 
+    /// A client's input failed to parse: the error goes out in its turn, behind the replies
+    /// the client is still owed.
+    pub fn on_client_error(
+        &mut self,
+        io: &mut impl Io,
+        client: ClientId,
+        error: &str,
+        close: bool,
+    ) {
+        if let Some(backlog) = &mut self.backlog {
+            backlog.push((client, Backlogged::Error(error.to_string(), close)));
+            return;
+        }
+        let entry = if close {
+            Entry::Refused(error.to_string())
+        } else {
+            Entry::Now(Owned::Error(error.to_string()))
+        };
+        let owed = self.clients.entry(client).or_default();
+        owed.entries.push_back((entry, 0));
+        self.drain(io, client);
+    }
+
     pub fn on_client_closed(&mut self, _io: &mut impl Io, client: ClientId) {
+        self.names.remove(&client);
         if let Some(owed) = self.clients.remove(&client) {
             for (entry, _) in owed.entries {
                 for pending in entry_pendings(&entry) {
@@ -997,10 +1044,15 @@ impl Master {
             return Some(self.stats(io, true));
         }
         if command.is(0, "INFO") {
-            return Some(Entry::Now(Owned::Bulk(self.info().into_bytes())));
+            return Some(Entry::Now(Owned::Lines(self.info().into_bytes())));
         }
         if command.is(0, "QUIT") {
             return Some(Entry::Quit);
+        }
+        if command.is(0, "SHUTDOWN") {
+            // NOSAVE / SAVE / NOW / FORCE change nothing here: the workers' logs are written
+            // as they go.
+            return Some(Entry::Shutdown);
         }
         if command.is(0, "KILL") {
             let worker = std::str::from_utf8(command.arg(arguments.min(2) - 1)).ok();
@@ -1053,16 +1105,85 @@ impl Master {
             };
             return Some(Entry::Now(Owned::Strings(strings)));
         }
-        if command.is(0, "COMMAND") || command.is(0, "CONFIG") {
-            return now(Reply::Array(0));
+        if command.is(0, "CONFIG") {
+            // Anything but GET of the three parameters above: an empty list for GET (what
+            // Redis answers for a parameter it does not have), an error for the rest.
+            if command.is(1, "GET") && arguments == 3 {
+                return now(Reply::Array(0));
+            }
+            return Some(not_supported(command));
         }
-        if command.is(0, "CLIENT") || command.is(0, "SELECT") {
-            return now(Reply::Ok);
+        if command.is(0, "COMMAND") {
+            return Some(match arguments {
+                // redis-cli asks for the command table (and, from 7.0, DOCS) at start; an empty
+                // table is a valid answer that makes it fall back to plain hints.
+                1 => Entry::Now(Owned::Reply(Reply::Array(0))),
+                2 if command.is(1, "COUNT") => {
+                    Entry::Now(Owned::Reply(Reply::Integer(COMMANDS.len() as i64)))
+                }
+                _ if command.is(1, "DOCS") => Entry::Now(Owned::Reply(Reply::Array(0))),
+                _ => not_supported(command),
+            });
+        }
+        if command.is(0, "SELECT") {
+            if arguments != 2 {
+                return Some(wrong("select"));
+            }
+            let index = std::str::from_utf8(command.arg(1))
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok());
+            return Some(match index {
+                Some(0) => Entry::Now(Owned::Reply(Reply::Ok)),
+                Some(_) => Entry::Now(Owned::Error("ERR DB index is out of range".into())),
+                None => Entry::Now(Owned::Error(
+                    "ERR value is not an integer or out of range".into(),
+                )),
+            });
+        }
+        if command.is(0, "CLIENT") {
+            return Some(self.client_command(command));
         }
         let name = String::from_utf8_lossy(command.arg(0)).into_owned();
         Some(Entry::Now(Owned::Error(format!(
             "ERR unknown command '{name}'"
         ))))
+    }
+
+    /// CLIENT ID, SETNAME, GETNAME, INFO as Redis answers them (for this client alone: the
+    /// master does not track every connection's address); the other subcommands are errors.
+    fn client_command(&mut self, command: &Command<'_>) -> Entry {
+        let client = self.current;
+        let answer = |reply: Reply<'static>| Entry::Now(Owned::Reply(reply));
+        match command.len() {
+            2 if command.is(1, "ID") => answer(Reply::Integer(client as i64 + 1)),
+            2 if command.is(1, "GETNAME") => match self.names.get(&client) {
+                Some(name) => Entry::Now(Owned::Bulk(name.clone())),
+                None => answer(Reply::Bulk(None)),
+            },
+            3 if command.is(1, "SETNAME") => {
+                let name = command.arg(2);
+                if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                    return Entry::Now(Owned::Error(
+                        "ERR Client names cannot contain spaces, newlines or special characters."
+                            .into(),
+                    ));
+                }
+                if name.is_empty() {
+                    self.names.remove(&client);
+                } else {
+                    self.names.insert(client, name.to_vec());
+                }
+                answer(Reply::Ok)
+            }
+            2 if command.is(1, "INFO") => {
+                let name = self.names.get(&client).map(|n| n.as_slice()).unwrap_or(b"");
+                let mut line = format!("id={} name=", client + 1).into_bytes();
+                line.extend_from_slice(name);
+                line.extend_from_slice(b" db=0 cmd=client|info\n");
+                Entry::Now(Owned::Bulk(line))
+            }
+            _ => not_supported(command),
+        }
     }
 
     fn info(&self) -> String {
@@ -1157,6 +1278,17 @@ impl Master {
                     io.close_client(client);
                 }
             }
+            Entry::Shutdown => {
+                if Some(client) == self.repl {
+                    io.reply(client, &Reply::Ok);
+                }
+                info!("master: SHUTDOWN from client {client}; stopping the cluster");
+                self.shutdown(io);
+            }
+            Entry::Refused(text) => {
+                io.reply(client, &Reply::Error(text));
+                io.close_client(client);
+            }
             Entry::Now(owned) => match owned {
                 Owned::Reply(reply) => {
                     io.reply(client, reply);
@@ -1166,6 +1298,9 @@ impl Master {
                 }
                 Owned::Bulk(bytes) => {
                     io.reply(client, &Reply::Bulk(Some(bytes)));
+                }
+                Owned::Lines(text) => {
+                    io.reply(client, &Reply::Lines(text));
                 }
                 Owned::Strings(strings) => {
                     io.reply(client, &Reply::Array(strings.len()));
@@ -1314,10 +1449,33 @@ fn send_ops(io: &mut impl Io, worker: NodeId, ops: &[u8]) -> bool {
 
 fn entry_pendings(entry: &Entry) -> impl Iterator<Item = usize> + '_ {
     let list: &[usize] = match entry {
-        Entry::Now(_) | Entry::Quit => &[],
+        Entry::Now(_) | Entry::Quit | Entry::Shutdown | Entry::Refused(_) => &[],
         Entry::One(pending) => std::slice::from_ref(pending),
         Entry::Values(list) | Entry::Count(list) | Entry::AllOk(list) => list,
         Entry::Stats { pendings, .. } => pendings,
     };
     list.iter().copied()
+}
+
+/// What input waited for the cluster to be ready.
+enum Backlogged {
+    Command(Vec<Vec<u8>>),
+    /// A parse error, and whether the client is then closed.
+    Error(String, bool),
+}
+
+/// A subcommand pollen does not have: Redis's wording, and no pretence of success.
+fn not_supported(command: &Command<'_>) -> Entry {
+    let name = String::from_utf8_lossy(command.arg(0)).to_uppercase();
+    let sub = String::from_utf8_lossy(command.arg(1.min(command.len() - 1)));
+    Entry::Now(Owned::Error(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {name} HELP \
+         (pollen supports {name} {})",
+        match name.as_str() {
+            "CLIENT" => "ID, SETNAME, GETNAME, INFO",
+            "COMMAND" => "COUNT, DOCS",
+            "CONFIG" => "GET save|appendonly|appendfsync",
+            _ => "nothing else",
+        }
+    )))
 }

@@ -148,6 +148,17 @@ impl Role for Kv {
             }
         }
     }
+    fn on_client_error(&mut self, io: &mut impl Io, client: ClientId, error: &str, close: bool) {
+        match self {
+            Kv::Master(master) => master.on_client_error(io, client, error, close),
+            Kv::Worker(_) => {
+                io.reply(client, &crate::wire::client::Reply::Error(error));
+                if close {
+                    io.close_client(client);
+                }
+            }
+        }
+    }
     fn on_client_closed(&mut self, io: &mut impl Io, client: ClientId) {
         if let Kv::Master(master) = self {
             master.on_client_closed(io, client);

@@ -386,3 +386,41 @@ fn a_worker_rewrites_a_log_that_outgrew_its_live_data() {
         (STATUS_VALUE, 200, b"value 200".to_vec())
     );
 }
+
+/// A client's parse error is its reply in its turn: after the replies to the commands it sent
+/// before, however late those come.
+#[test]
+fn a_parse_error_is_answered_after_the_earlier_commands() {
+    let (mut kv, mut io) = master();
+    command(&mut io, &mut kv, 7, &["SET", "k", "v"]);
+    kv.on_client_error(
+        &mut io,
+        7,
+        "ERR protocol error: unbalanced quotes in request",
+        true,
+    );
+    kv.on_flush(&mut io);
+    assert!(
+        io.replies.is_empty(),
+        "nothing before the SET is answered: {:?}",
+        io.replies
+    );
+    let sets: Vec<u64> = io.ops.iter().map(|op| op.request).collect();
+    for (worker, request) in sets.into_iter().enumerate() {
+        let ok = OpResult {
+            request,
+            status: STATUS_OK,
+            version: 1,
+            value: b"",
+        };
+        result(&mut io, &mut kv, worker, ok);
+    }
+    let replies: Vec<&str> = io.replies.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(
+        replies,
+        [
+            "Ok",
+            "Error(\"ERR protocol error: unbalanced quotes in request\")"
+        ]
+    );
+}
