@@ -69,7 +69,10 @@ pub fn main(args: &[String]) -> i32 {
         Some("kv") => run_kv(rest),
         Some("lamport") => run_lamport(rest),
         Some("chaos-proxy") => run_chaos_proxy(rest),
-        Some("help" | "--help") => Err(Exit::Help(USAGE.to_string())),
+        Some("help" | "--help" | "-h") => Err(Exit::Help(USAGE.to_string())),
+        Some("--version" | "-V" | "version") => {
+            Err(Exit::Help(format!("pollen {}", env!("CARGO_PKG_VERSION"))))
+        }
         Some(other) => Err(Exit::Usage(format!(
             "unknown subcommand {other:?} (try --help)"
         ))),
@@ -92,13 +95,20 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// `--help` anywhere wins over every other argument (required options included).
+fn wants_help(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--help")
+}
+
 fn parse(options: &Options, args: &[String], brief: &str) -> Result<Matches, Exit> {
+    if wants_help(args) {
+        return Err(Exit::Help(options.usage(brief)));
+    }
     let matches = options
         .parse(args)
         .map_err(|error| Exit::Usage(error.to_string()))?;
-    if matches.opt_present("help") {
-        return Err(Exit::Help(options.usage(brief)));
-    }
     if let Some(extra) = matches.free.first() {
         return Err(Exit::Usage(format!("unexpected argument {extra:?}")));
     }
@@ -161,9 +171,10 @@ fn common_options(options: &mut Options) {
 fn number<T: std::str::FromStr>(matches: &Matches, name: &str, default: T) -> Result<T, Exit> {
     match matches.opt_str(name) {
         None => Ok(default),
-        Some(text) => text
-            .parse()
-            .map_err(|_| Exit::Usage(format!("--{name}: {text:?} is not a valid number"))),
+        Some(text) => text.parse().map_err(|_| {
+            let dashes = if name.len() == 1 { "-" } else { "--" };
+            Exit::Usage(format!("{dashes}{name}: {text:?} is not a valid number"))
+        }),
     }
 }
 
@@ -332,6 +343,13 @@ fn write_fold_log(file: std::fs::File, folds: &[gossip::FoldSegment]) -> std::io
 }
 
 fn run_ports(args: &[String]) -> Result<(), Exit> {
+    if wants_help(args) {
+        return Err(Exit::Help(
+            "usage: pollen ports N\n\nPrints N distinct free TCP ports on 127.0.0.1, one per line \
+             (for scripts that start clusters)."
+                .to_string(),
+        ));
+    }
     let count: usize = match args {
         [count] => count
             .parse()
@@ -444,14 +462,19 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         "heavy",
         "kv: 4 KiB values, 64 keys per client, slow links (backpressure)",
     );
-    let brief = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K] \
-                 [--faults KIND] [--send-for SECS] [--wait-for SECS] [--trace] \
-                 [gossip: --with-seed N --batch N --start-spread SECS] [ring: --window W --draw-phases] [kv: --fsync POLICY --heavy]";
+    let brief = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K]
+                      [--faults none|links|partitions|crashes|all]
+                      [--send-for SECS] [--wait-for SECS] [--trace] [-v | -q]
+                      [gossip: --with-seed N --batch N --start-spread SECS]
+                      [ring: --window W --draw-phases] [kv: --fsync POLICY --heavy]
+                      [lamport: --log-dir DIR --rate-range MIN-MAX --internal-max K]";
     let (role, rest) = match args.split_first() {
         Some((role, rest)) if !role.starts_with('-') => (role.as_str(), rest),
         _ => {
             parse(&options, args, brief)?;
-            return Err(Exit::Usage("sim: missing ROLE (gossip|ring)".to_string()));
+            return Err(Exit::Usage(
+                "sim: missing ROLE (gossip|ring|kv|lamport)".to_string(),
+            ));
         }
     };
     let matches = parse(&options, rest, brief)?;
@@ -610,7 +633,7 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
         }
         other => {
             return Err(Exit::Usage(format!(
-                "sim: unknown role {other:?} (gossip|ring|kv)"
+                "sim: unknown role {other:?} (gossip|ring|kv|lamport)"
             )));
         }
     };
@@ -649,9 +672,11 @@ fn run_sim(args: &[String]) -> Result<(), Exit> {
 }
 
 const RING_BRIEF: &str = "\
-usage: pollen ring slave HOST PORT [--peer-config-file FILE] [-v]
+usage: pollen ring slave HOST PORT [--peer-config-file FILE] [--tick-duration MS]
+                         [--cluster NAME] [--cookie-file FILE] [-v | -q]
        pollen ring master HOST PORT SEND_US GRACE_US SEED [--peer-config-file FILE]
-                          [--window W] [-v]
+                          [--window W] [--tick-duration MS] [--cluster NAME]
+                          [--cookie-file FILE] [-v | -q]
 
 The peers file lists the workers (same formats as gossip; default peers.json). A worker finds
 itself in it by HOST:PORT; the master listens on its own HOST:PORT and dials every worker.
@@ -763,6 +788,10 @@ fn run_ring(args: &[String]) -> Result<(), Exit> {
     net_config.cookie = cookie(&matches)?;
     let driver = Driver::new(net_config, Ring::new(config, node))
         .map_err(|error| Exit::Failure(error.to_string()))?;
+    if !is_master {
+        // A worker is dialled by the master; until then it has nothing to say.
+        info!("worker {node}: waiting for a master to connect to {own}");
+    }
     let (role, _stats) = driver
         .run()
         .map_err(|error| Exit::Failure(error.to_string()))?;
@@ -780,24 +809,36 @@ fn parse_with_positionals(
     args: &[String],
     brief: &str,
 ) -> Result<Matches, Exit> {
+    if wants_help(args) {
+        return Err(Exit::Help(options.usage(brief)));
+    }
+    // getopts would read a negative number as an option ("Unrecognized option: '1'").
+    if let Some(negative) = args
+        .iter()
+        .find(|arg| arg.len() > 1 && arg.starts_with('-') && arg[1..].parse::<f64>().is_ok())
+    {
+        return Err(Exit::Usage(format!(
+            "{negative}: numbers here are never negative"
+        )));
+    }
     let matches = options
         .parse(args)
         .map_err(|error| Exit::Usage(error.to_string()))?;
-    if matches.opt_present("help") {
-        return Err(Exit::Help(options.usage(brief)));
-    }
     set_log_level(&matches);
     Ok(matches)
 }
 
 const KV_BRIEF: &str = "\
-usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE]      (alias: worker)
-                       [--data-dir DIR [--fsync always|everysec|no] [--rewrite-min BYTES]] [-v]
-       pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--replicas N]
-                        [--resp-port P] [--no-repl] [--suspect-ms MS] [--evict-ms MS] [-v]
+usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]  (alias: worker)
+                       [--cookie-file FILE]
+                       [--data-dir DIR [--fsync always|everysec|no] [--rewrite-min BYTES]]
+                       [-v | -q]
+       pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
+                        [--cookie-file FILE] [--replicas N] [--resp-port P] [--no-repl]
+                        [--suspect-ms MS] [--evict-ms MS] [-v | -q]
 
 The peers file lists the workers (default peers.json). The master reads commands on stdin
-(GET, SET, DEL, KILL, NODES, QUIT, ...) and serves the Redis protocol on --resp-port
+(GET, SET, DEL, KILL, NODES, SHUTDOWN, QUIT, ...) and serves the Redis protocol on --resp-port
 (default 7379). A worker with --data-dir logs every write there before acknowledging it and
 replays the log when it starts again.";
 
@@ -988,7 +1029,8 @@ fn run_kv(args: &[String]) -> Result<(), Exit> {
 const LAMPORT_BRIEF: &str = "\
 usage: pollen lamport [-h HOST] [-p PORT] [--peer-config-file FILE] [--duration SECS]
                       [--rate-range MIN-MAX] [--internal-max K] [--with-seed N] [--log FILE]
-                      [--vector] [--shiviz FILE] [-v]
+                      [--vector] [--shiviz FILE] [--cluster NAME] [--cookie-file FILE]
+                      [-v | -q]
        pollen lamport analyze [--plots DIR] [--shiviz FILE] LOG...";
 
 fn run_chaos_proxy(args: &[String]) -> Result<(), Exit> {
@@ -1023,7 +1065,7 @@ fn run_chaos_proxy(args: &[String]) -> Result<(), Exit> {
     options.optopt("", "reset-every-ms", "close every pair every N ms", "N");
     options.optopt("", "seed", "jitter seed (default 0)", "N");
     let brief = "Usage: pollen chaos-proxy --listen ADDR --to ADDR [--latency-ms N] [--jitter-ms N]
-                 [--bandwidth B] [--cut-after-ms N] [--reset-every-ms N] [--seed N] [-v]
+                 [--bandwidth B] [--cut-after-ms N] [--reset-every-ms N] [--seed N] [-v | -q]
 
 A TCP relay that adds latency, jitter, a bandwidth limit and cuts between real processes.
 Prints `listening on ADDR` on stdout once bound; runs until killed.";

@@ -118,3 +118,154 @@ fn ports_prints_distinct_free_ports() {
     ports.dedup();
     assert_eq!(ports.len(), 5);
 }
+
+#[test]
+fn every_subcommand_has_help_and_there_is_a_version() {
+    for args in [
+        &["-h"][..],
+        &["gossip", "--help"],
+        &["ring", "--help"],
+        &["ring", "master", "--help"],
+        &["kv", "--help"],
+        &["kv", "slave", "--help"],
+        &["lamport", "--help"],
+        &["lamport", "analyze", "--help"],
+        &["sim", "--help"],
+        &["sim", "gossip", "--help"],
+        &["chaos-proxy", "--help"],
+        &["ports", "--help"],
+    ] {
+        let (code, stdout, stderr) = pollen(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stdout.to_lowercase().contains("usage: pollen"),
+            "{args:?}: {stdout}"
+        );
+    }
+    let (code, stdout, _) = pollen(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("pollen {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn option_errors_name_the_option_as_it_is_typed() {
+    assert_usage_error(
+        &["gossip", "-p", "x", "--send-for", "1", "--wait-for", "1"],
+        "-p: ",
+    );
+    assert_usage_error(
+        &["ring", "master", "127.0.0.1", "1", "-1", "2", "3"],
+        "never negative",
+    );
+}
+
+/// Every option `--help` lists is in the synopsis of the role's reference page (the README's
+/// docs), so the docs cannot fall behind the binary.
+#[test]
+fn the_docs_synopses_list_every_option() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (args, doc, command) in [
+        (&["gossip", "--help"][..], "docs/gossip.md", "pollen gossip"),
+        (&["ring", "--help"], "docs/ring.md", "pollen ring"),
+        (&["kv", "--help"], "docs/kv.md", "pollen kv"),
+        (&["lamport", "--help"], "docs/lamport.md", "pollen lamport"),
+        (&["sim", "--help"], "docs/sim.md", "pollen sim"),
+        (
+            &["chaos-proxy", "--help"],
+            "docs/network.md",
+            "pollen chaos-proxy",
+        ),
+    ] {
+        let (_, help, _) = pollen(args);
+        let text = std::fs::read_to_string(format!("{root}/{doc}")).unwrap();
+        // The code blocks of the page that show the command.
+        let synopsis: String = text
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .filter(|block| block.contains(command))
+            .collect();
+        // An option's help line names it (`-p, --port PORT`): either spelling will do.
+        let options = help
+            .lines()
+            .skip_while(|line| !line.starts_with("Options:"));
+        for line in options.filter(|line| line.starts_with("    ")) {
+            let spellings: Vec<&str> = line
+                .split_whitespace()
+                .take(3)
+                .map(|word| word.trim_end_matches(','))
+                .filter(|word| word.starts_with('-') && word.len() > 1)
+                .collect();
+            if spellings.is_empty() || spellings.contains(&"--help") {
+                continue;
+            }
+            let listed = synopsis
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|token| spellings.contains(&token));
+            assert!(
+                listed,
+                "{doc}: the synopsis of `{command}` lacks {spellings:?}"
+            );
+        }
+    }
+}
+
+/// Runs that cannot do what was asked say so instead of succeeding silently.
+#[test]
+fn lone_nodes_say_what_they_are_waiting_for() {
+    use std::io::BufRead;
+    let dir = common::scratch_dir("cli-lone");
+    let port = common::free_ports(1)[0].to_string();
+    let peers = dir.join("peers.txt");
+    std::fs::write(&peers, format!("127.0.0.1:{port}\n")).unwrap();
+    let peers = peers.to_str().unwrap();
+    let (code, stdout, stderr) = pollen(&[
+        "gossip",
+        "-p",
+        &port,
+        "--peer-config-file",
+        peers,
+        "--send-for",
+        "0.2",
+        "--wait-for",
+        "0.2",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "(0, 0.000000000)");
+    assert!(
+        stderr.contains("warning: the peers file lists only this node"),
+        "{stderr}"
+    );
+    let mut worker = Command::new(common::POLLEN)
+        .args([
+            "ring",
+            "slave",
+            "127.0.0.1",
+            &port,
+            "--peer-config-file",
+            peers,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(worker.stderr.take().unwrap());
+    let waiting = format!("waiting for a master to connect to 127.0.0.1:{port}");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let found = stderr
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(&waiting));
+        let _ = sender.send(found);
+    });
+    let said = receiver
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or(false);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(said, "the worker says it waits for a master");
+    let _ = std::fs::remove_dir_all(dir);
+}

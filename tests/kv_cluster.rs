@@ -751,3 +751,257 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     };
     (field("VmPeak:"), field("VmHWM:"))
 }
+
+/// Waits (bounded) for every process of the store to exit on its own; their exit statuses.
+fn wait_all_exit(store: &mut Store, limit: Duration) -> Vec<Option<i32>> {
+    let started = Instant::now();
+    store
+        .workers
+        .iter_mut()
+        .flatten()
+        .chain(store.master.iter_mut())
+        .map(|child| {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status.code();
+                }
+                assert!(started.elapsed() < limit, "a process did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .collect()
+}
+
+/// What telnet, nc and redis-benchmark's PING_INLINE send: commands as plain lines, split with
+/// Redis's quoting rules; a bad line is answered in its turn and closes the connection.
+#[test]
+fn inline_commands_are_answered_in_order() {
+    let _serial = serial();
+    let store = Store::start("kv-inline", 2, false);
+    let mut client = store.connect();
+    assert_eq!(client.call(&["PING"]), "PONG");
+    client
+        .stream
+        .write_all(b"PING\r\nSET a b\r\nGET a\r\nSET q \"x \\\"y\\\"\\x41\" \r\nGET q\nGET 'q'\r\n")
+        .unwrap();
+    let replies: Vec<String> = (0..6).map(|_| client.read()).collect();
+    assert_eq!(replies, ["PONG", "OK", "b", "OK", "x \"y\"A", "x \"y\"A"]);
+    // Pipelined SETs, then a line with unbalanced quotes: the SETs are answered first.
+    client
+        .stream
+        .write_all(b"SET c 1\r\nSET d 2\r\nGET \"c\r\nGET c\r\n")
+        .unwrap();
+    assert_eq!(client.read(), "OK");
+    assert_eq!(client.read(), "OK");
+    assert_eq!(
+        client.read(),
+        "ERR protocol error: unbalanced quotes in request"
+    );
+    let mut rest = Vec::new();
+    let _ = client.reader.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the connection closed after the error: {rest:?}"
+    );
+}
+
+/// redis-benchmark's default tests start with PING_INLINE; the listed ones all complete.
+#[test]
+fn redis_benchmark_runs_its_inline_and_bulk_tests() {
+    let Ok(version) = Command::new("redis-benchmark").arg("--version").output() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install redis-tools (redis-benchmark)"
+        );
+        eprintln!("redis-benchmark not installed; skipped");
+        return;
+    };
+    assert!(version.status.success());
+    let _serial = serial();
+    let store = Store::start("kv-bench", 2, false);
+    assert_eq!(store.connect().call(&["PING"]), "PONG");
+    let output = Command::new("redis-benchmark")
+        .args(["-p", &store.resp_port.to_string(), "-q", "-n", "20000"])
+        .args(["-t", "ping_inline,ping_mbulk,set,get,mset"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "MSET (10 keys)"] {
+        let done = stdout.split('\r').any(|part| {
+            part.trim_start().starts_with(&format!("{test}: "))
+                && part.contains("requests per second")
+        });
+        assert!(done, "{test} did not complete:\n{stdout}\n{stderr}");
+    }
+    assert!(
+        !stdout.contains("Error") && !stderr.contains("Error"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Commands pollen does not have are errors, never a pretended success; what it has answers
+/// as Redis does.
+#[test]
+fn unsupported_commands_are_errors_and_client_commands_answer_as_redis() {
+    let _serial = serial();
+    let store = Store::start("kv-commands", 2, false);
+    let mut client = store.connect();
+    assert_eq!(client.call(&["SELECT", "0"]), "OK");
+    assert_eq!(
+        client.call(&["SELECT", "1"]),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(
+        client.call(&["SELECT", "abc"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(client.call(&["CLIENT", "GETNAME"]), "(nil)");
+    assert_eq!(client.call(&["CLIENT", "SETNAME", "tester"]), "OK");
+    assert_eq!(client.call(&["CLIENT", "GETNAME"]), "tester");
+    let id = client.call(&["CLIENT", "ID"]);
+    assert!(id.parse::<u64>().is_ok_and(|id| id > 0), "{id}");
+    assert!(client.call(&["CLIENT", "INFO"]).contains("name=tester"));
+    for args in [
+        &["CLIENT", "LIST"][..],
+        &["CLIENT", "KILL", "x"],
+        &["CONFIG", "SET", "save", ""],
+        &["COMMAND", "INFO", "get"],
+    ] {
+        let answer = client.call(args);
+        assert!(
+            answer.starts_with("ERR unknown subcommand"),
+            "{args:?}: {answer}"
+        );
+    }
+    assert_eq!(client.call(&["COMMAND", "COUNT"]), "18");
+    assert_eq!(client.call(&["CONFIG", "GET", "maxmemory"]), "");
+    assert!(
+        client
+            .call(&["FLUSHALL"])
+            .starts_with("ERR unknown command")
+    );
+}
+
+/// A scripted REPL session gets its answers in the order of its lines, errors included; INFO
+/// prints lines; SHUTDOWN stops the cluster.
+#[test]
+fn repl_answers_in_input_order_and_shutdown_stops_the_cluster() {
+    let _serial = serial();
+    let mut store = Store::start("kv-repl-order", 2, true);
+    let mut master = store.master.take().unwrap();
+    let script = "GET a\nSET \"x\nGET b\nSET a \"1 2\"\nGET a\nSELECT 3\nSHUTDOWN\n";
+    master
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let mut output = String::new();
+    master
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(master.wait().unwrap().success());
+    assert_eq!(
+        output.lines().collect::<Vec<_>>(),
+        [
+            "(nil)",
+            "ERR protocol error: unbalanced quotes in request",
+            "(nil)",
+            "OK",
+            "\"1 2\"",
+            "ERR DB index is out of range",
+            "OK"
+        ]
+    );
+    let statuses = wait_all_exit(&mut store, Duration::from_secs(5));
+    assert!(statuses.iter().all(|s| *s == Some(0)), "{statuses:?}");
+}
+
+#[test]
+fn repl_info_prints_lines() {
+    let _serial = serial();
+    let mut store = Store::start("kv-repl-info", 2, true);
+    let mut master = store.master.take().unwrap();
+    master
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"INFO\nQUIT\n")
+        .unwrap();
+    let mut output = String::new();
+    master
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(master.wait().unwrap().success());
+    assert!(output.lines().any(|line| line == "role:master"), "{output}");
+    assert!(!output.contains("\\r\\n"), "{output}");
+}
+
+/// SHUTDOWN from a Redis client stops every process; a master without workers says so; a port
+/// in use is named in the error.
+#[test]
+fn shutdown_over_resp_and_honest_errors() {
+    let _serial = serial();
+    let mut store = Store::start("kv-shutdown", 2, false);
+    let mut client = store.connect();
+    assert_eq!(client.call(&["SET", "k", "v"]), "OK");
+    client.send(&[b"SHUTDOWN"]);
+    let statuses = wait_all_exit(&mut store, Duration::from_secs(5));
+    assert!(statuses.iter().all(|s| *s == Some(0)), "{statuses:?}");
+
+    // The RESP port taken: the error names it, not the peer port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let output = Command::new(POLLEN)
+        .args(["kv", "master", &store.ports[2].to_string(), "--no-repl"])
+        .args(["--resp-port", &taken_port.to_string(), "--peer-config-file"])
+        .arg(store.dir.join("workers.txt"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
+        "{stderr}"
+    );
+
+    // No worker at all: NODES says nothing can be served.
+    let mut lonely = Command::new(POLLEN)
+        .args([
+            "kv",
+            "master",
+            &store.ports[2].to_string(),
+            "--resp-port",
+            "0",
+        ])
+        .arg("--peer-config-file")
+        .arg(store.dir.join("workers.txt"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    lonely
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"NODES\nQUIT\n")
+        .unwrap();
+    let mut output = String::new();
+    lonely
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    let _ = lonely.wait();
+    assert!(output.contains("no worker is up"), "{output}");
+}

@@ -936,7 +936,11 @@ impl Role for Gossip {
         self.send_end_timer = Some(io.set_timer(self.config.send_for_us, TIMER_SEND_END));
         io.set_timer(self.config.deadline_us(), TIMER_DEADLINE);
         if self.nodes() == 1 {
-            info!("node {}: no peers; nothing to gossip", self.node);
+            info!(
+                "node {}: warning: the peers file lists only this node: nothing to gossip, the \
+                 result is empty",
+                self.node
+            );
         }
     }
 

@@ -1379,6 +1379,10 @@ impl Master {
                 None => lines.push(format!("worker {worker} down")),
             }
         }
+        if workers.is_empty() {
+            lines.push("no worker is up: no key can be read or written".to_string());
+            return lines;
+        }
         let keys: u64 = stats.iter().map(|s| s.primary).sum();
         let copies: u64 = stats.iter().map(|s| s.keys - s.misplaced).sum();
         let wanted = self.replicas.min(workers.len()) as u64;

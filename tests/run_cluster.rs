@@ -1,0 +1,129 @@
+//! `run_cluster.sh` as a newcomer meets it: a bad argument gets one line and exit 2, a node
+//! that refuses its arguments has its error shown (exit 2), and SIGTERM stops every process the
+//! script started and says where the logs are. The script runs the binary under test
+//! (`POLLEN_BIN`), so it builds nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn script() -> Command {
+    let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run_cluster.sh"));
+    command.env("POLLEN_BIN", common::POLLEN);
+    command
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = script().args(args).stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if let Some(dir) = logs_dir(&stdout) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    (output.status.code(), stdout, stderr)
+}
+
+/// The run folder a `logs: DIR` line names.
+fn logs_dir(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("logs: "))
+        .map(|rest| rest.split(' ').next().unwrap_or(rest).to_string())
+}
+
+#[test]
+fn bad_arguments_get_one_line_and_exit_2() {
+    for (args, needle) in [
+        (&["gossip", "-n"][..], "-n needs a value"),
+        (&["gossip", "--smoke"], "--smoke is for kv"),
+        (
+            &["lamport", "--duration", "abc"],
+            "--duration takes seconds",
+        ),
+        (&["gossip", "--stagger", "x"], "--stagger takes seconds"),
+        (&["frobnicate"], "unknown role"),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_node_refusing_its_arguments_is_shown_and_exits_2() {
+    let _serial = common::serial();
+    let (code, stdout, stderr) = run(&["gossip", "-n", "2", "--", "--bogus"]);
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("node 0 exited with status 2: pollen: error: Unrecognized option: 'bogus'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_node_and_names_the_logs() {
+    let _serial = common::serial();
+    let mut child = script()
+        .args(["kv", "-n", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut dir = None;
+    while dir.is_none() {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the script ended early"
+        );
+        dir = logs_dir(&line);
+    }
+    let dir = dir.unwrap();
+    // Its processes are the ones whose command line names the run folder.
+    let running = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&dir))
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    while running().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nodes did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains(&dir),
+        "{stderr}"
+    );
+    let started = Instant::now();
+    while !running().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "left running: {:?}",
+            running()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
