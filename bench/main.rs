@@ -28,6 +28,8 @@
 
 #[path = "../tests/support/alloc_probe.rs"]
 mod alloc_probe;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const POLLEN: &str = env!("CARGO_BIN_EXE_pollen");
+use common::{POLLEN, free_ports, spawn_pollen, write_peers};
 const RUNS: usize = 3;
 const SEND_FOR_S: f64 = 3.0;
 const WAIT_FOR_S: f64 = 3.0;
@@ -226,35 +228,31 @@ struct RingOutcome {
 fn run_ring(window: u64, seed: u64, dir: &Path) -> RingOutcome {
     let ports = free_ports(RING_WORKERS + 1);
     let peers = dir.join("ring-peers.txt");
-    let text: String = ports[..RING_WORKERS]
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}\n"))
-        .collect();
-    std::fs::write(&peers, text).expect("write peers file");
-    let spawn = |args: Vec<String>| {
-        Command::new(POLLEN)
-            .arg("ring")
-            .args(args)
-            .arg("--peer-config-file")
-            .arg(&peers)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pollen")
+    write_peers(&peers, &ports[..RING_WORKERS]);
+    let spawn = |args: &[&str]| {
+        spawn_pollen(
+            "ring",
+            args,
+            &peers,
+            [Stdio::null(), Stdio::piped(), Stdio::piped()],
+        )
     };
     let workers: Vec<Child> = ports[..RING_WORKERS]
         .iter()
-        .map(|port| spawn(vec!["slave".into(), "127.0.0.1".into(), port.to_string()]))
+        .map(|port| spawn(&["slave", "127.0.0.1", &port.to_string()]))
         .collect();
-    let master = spawn(vec![
-        "master".into(),
-        "127.0.0.1".into(),
-        ports[RING_WORKERS].to_string(),
-        RING_SEND_US.to_string(),
-        RING_GRACE_US.to_string(),
-        seed.to_string(),
-        "--window".into(),
-        window.to_string(),
+    let (master_port, window) = (ports[RING_WORKERS].to_string(), window.to_string());
+    let (send_us, grace_us) = (RING_SEND_US.to_string(), RING_GRACE_US.to_string());
+    let seed = seed.to_string();
+    let master = spawn(&[
+        "master",
+        "127.0.0.1",
+        &master_port,
+        &send_us,
+        &grace_us,
+        &seed,
+        "--window",
+        &window,
     ]);
     let (status, stdout, _) = collect(master);
     assert!(status, "the ring master failed: {stdout}");
@@ -323,16 +321,6 @@ fn collect(mut child: Child) -> (bool, String, String) {
     };
     stderr.push_str(&reader.join().expect("stderr reader"));
     (status, stdout, stderr)
-}
-
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("address").port())
-        .collect()
 }
 
 /// kv rows: pollen kv and redis-server under the same redis-benchmark, interleaved per run;
@@ -468,16 +456,13 @@ fn bench_kv(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
 }
 
 fn kv_spawn(args: &[&str], peers: &Path) -> Child {
-    Command::new(POLLEN)
-        .arg("kv")
-        .args(args)
-        .arg("--peer-config-file")
-        .arg(peers)
-        .arg("-q")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn pollen kv")
+    let args = [args, &["-q"]].concat();
+    spawn_pollen(
+        "kv",
+        &args,
+        peers,
+        [Stdio::null(), Stdio::null(), Stdio::inherit()],
+    )
 }
 
 /// Polls `SET` over RESP until it answers `+OK` (the master has its workers), for up to 10 s.
@@ -602,20 +587,9 @@ struct GossipOutcome {
 }
 
 fn run_gossip(nodes: usize, dir: &Path) -> GossipOutcome {
-    let listeners: Vec<TcpListener> = (0..nodes)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(listeners);
+    let ports = free_ports(nodes);
     let peers: PathBuf = dir.join("gossip-peers.txt");
-    let text: String = ports
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}\n"))
-        .collect();
-    std::fs::write(&peers, text).expect("write peers file");
+    write_peers(&peers, &ports);
     let cpu_before = children_cpu_s();
     let mut children: Vec<Child> = ports
         .iter()

@@ -10,22 +10,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, Resp, free_ports, parse_result, scratch_dir, serial};
-
-/// Children killed (by PID, through `Child`) when dropped.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::{
+    POLLEN, Processes, Resp, free_ports, parse_result, scratch_dir, serial, serving_store,
+    spawn_pollen, write_peers,
+};
 
 /// Starts a proxy in front of `to_port` on a port the OS picks; returns its port.
 fn proxy(processes: &mut Processes, to_port: u16, args: &[&str]) -> u16 {
@@ -41,7 +32,7 @@ fn proxy(processes: &mut Processes, to_port: u16, args: &[&str]) -> u16 {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .expect("the proxy's address");
-    processes.0.push(child);
+    processes.push(child);
     line.trim()
         .rsplit(':')
         .next()
@@ -55,7 +46,7 @@ fn gossip_through_proxies(name: &str, links: [&[&str]; 3]) -> Vec<String> {
     let _serial = serial();
     let dir = scratch_dir(name);
     let ports = free_ports(3);
-    let mut processes = Processes(vec![]);
+    let mut processes = Processes::default();
     // (dialler, target) in the order of `links`: 1→0, 2→0, 2→1.
     let pairs = [(1, 0), (2, 0), (2, 1)];
     let mut via = [[0u16; 3]; 3];
@@ -150,7 +141,7 @@ fn the_proxy_delays_each_direction_by_its_latency() {
             }
         }
     });
-    let mut processes = Processes(vec![]);
+    let mut processes = Processes::default();
     let port = proxy(&mut processes, echo_port, &["--latency-ms", "100"]);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let started = Instant::now();
@@ -174,7 +165,7 @@ fn kv_loses_nothing_through_a_slow_link_that_is_then_cut() {
     let dir = scratch_dir("chaos-kv");
     let ports = free_ports(4);
     let (workers, master_port, resp_port) = (&ports[..2], ports[2], ports[3]);
-    let mut processes = Processes(vec![]);
+    let mut processes = Processes::default();
     let slow = ["--latency-ms", "5", "--jitter-ms", "3"];
     let cut = [&slow[..], &["--cut-after-ms", "3000"]].concat();
     let via = [
@@ -184,34 +175,20 @@ fn kv_loses_nothing_through_a_slow_link_that_is_then_cut() {
     let cut_at = Instant::now() + Duration::from_millis(3000);
     let real = dir.join("workers.txt");
     let proxied = dir.join("workers-via-proxies.txt");
-    std::fs::write(
-        &real,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", workers[0], workers[1]),
-    )
-    .unwrap();
-    std::fs::write(
-        &proxied,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", via[0], via[1]),
-    )
-    .unwrap();
+    write_peers(&real, workers);
+    write_peers(&proxied, &via);
     let spawn = |args: &[&str], peers: &std::path::Path| {
-        Command::new(POLLEN)
-            .arg("kv")
-            .args(args)
-            .arg("--peer-config-file")
-            .arg(peers)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn pollen kv")
+        spawn_pollen(
+            "kv",
+            args,
+            peers,
+            [Stdio::null(), Stdio::null(), Stdio::null()],
+        )
     };
     for port in workers {
-        processes
-            .0
-            .push(spawn(&["slave", &port.to_string()], &real));
+        processes.push(spawn(&["slave", &port.to_string()], &real));
     }
-    processes.0.push(spawn(
+    processes.push(spawn(
         &[
             "master",
             &master_port.to_string(),
@@ -223,16 +200,7 @@ fn kv_loses_nothing_through_a_slow_link_that_is_then_cut() {
         ],
         &proxied,
     ));
-    let mut client = Resp::connect(resp_port);
-    // The master answers once it has its workers; until then a SET may be refused.
-    let started = Instant::now();
-    while client.call(&["SET", "probe", "1"]) != "OK" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the store never came up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut client = serving_store(resp_port);
     for key in 0..KEYS {
         let (key, value) = (format!("key-{key}"), format!("value-{key}"));
         client.send(&[b"SET", key.as_bytes(), value.as_bytes()]);

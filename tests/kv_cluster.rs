@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, Resp, free_ports, scratch_dir, serial};
+use common::{POLLEN, Resp, free_ports, memory_kib, repl_transcript, scratch_dir, serial};
 
 struct Store {
     workers: Vec<Option<Child>>,
@@ -152,23 +152,10 @@ fn repl_session_through_a_pipe() {
     let mut master = store.master.take().unwrap();
     let script = "SET a 1\nSET greeting \"hello world\"\nGET a\nGET greeting\nGET missing\n\
                   DEL a\nGET a\nBOGUS x\nSET onlykey\nKILL 2\nKILL 9\nGET greeting\nNODES\nQUIT\n";
-    master
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let mut output = String::new();
-    master
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
-    let status = master.wait().unwrap();
+    let (output, success) = repl_transcript(&mut master, script);
     let lines: Vec<&str> = output.lines().collect();
     eprintln!("{output}");
-    assert!(status.success());
+    assert!(success);
     assert_eq!(
         &lines[..12],
         &[
@@ -739,19 +726,6 @@ fn hostile_resp_input_gets_an_error_and_no_memory() {
     );
 }
 
-/// (VmPeak, VmHWM) of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {status}"))
-    };
-    (field("VmPeak:"), field("VmHWM:"))
-}
-
 /// Waits (bounded) for every process of the store to exit on its own; their exit statuses.
 fn wait_all_exit(store: &mut Store, limit: Duration) -> Vec<Option<i32>> {
     let started = Instant::now();
@@ -892,20 +866,8 @@ fn repl_answers_in_input_order_and_shutdown_stops_the_cluster() {
     let mut store = Store::start("kv-repl-order", 2, true);
     let mut master = store.master.take().unwrap();
     let script = "GET a\nSET \"x\nGET b\nSET a \"1 2\"\nGET a\nSELECT 3\nSHUTDOWN\n";
-    master
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let mut output = String::new();
-    master
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
-    assert!(master.wait().unwrap().success());
+    let (output, success) = repl_transcript(&mut master, script);
+    assert!(success);
     assert_eq!(
         output.lines().collect::<Vec<_>>(),
         [
@@ -927,20 +889,8 @@ fn repl_info_prints_lines() {
     let _serial = serial();
     let mut store = Store::start("kv-repl-info", 2, true);
     let mut master = store.master.take().unwrap();
-    master
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"INFO\nQUIT\n")
-        .unwrap();
-    let mut output = String::new();
-    master
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
-    assert!(master.wait().unwrap().success());
+    let (output, success) = repl_transcript(&mut master, "INFO\nQUIT\n");
+    assert!(success);
     assert!(output.lines().any(|line| line == "role:master"), "{output}");
     assert!(!output.contains("\\r\\n"), "{output}");
 }
@@ -989,19 +939,6 @@ fn shutdown_over_resp_and_honest_errors() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    lonely
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"NODES\nQUIT\n")
-        .unwrap();
-    let mut output = String::new();
-    lonely
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
-    let _ = lonely.wait();
+    let (output, _) = repl_transcript(&mut lonely, "NODES\nQUIT\n");
     assert!(output.contains("no worker is up"), "{output}");
 }

@@ -6,11 +6,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, free_ports, ring_reference, scratch_dir, serial};
+use common::{
+    finish_child, free_ports, ring_reference, scratch_dir, serial, signal, spawn_pollen,
+    write_peers,
+};
 
 const SEND_US: u64 = 1_000_000;
 const GRACE_US: u64 = 600_000;
@@ -31,35 +33,27 @@ impl Ring {
         let dir = scratch_dir(name);
         let ports = free_ports(workers + 1);
         let peers = dir.join("workers.txt");
-        let text: String = ports[..workers]
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect();
-        std::fs::write(&peers, text).unwrap();
-        let spawn = |args: Vec<String>| {
-            Command::new(POLLEN)
-                .arg("ring")
-                .args(args)
-                .arg("--peer-config-file")
-                .arg(&peers)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn pollen")
+        write_peers(&peers, &ports[..workers]);
+        let spawn = |args: &[&str]| {
+            let streams = [Stdio::null(), Stdio::piped(), Stdio::piped()];
+            spawn_pollen("ring", args, &peers, streams)
         };
         let workers: Vec<Child> = ports[..workers]
             .iter()
-            .map(|port| spawn(vec!["slave".into(), "127.0.0.1".into(), port.to_string()]))
+            .map(|port| spawn(&["slave", "127.0.0.1", &port.to_string()]))
             .collect();
-        let master = spawn(vec![
-            "master".into(),
-            "127.0.0.1".into(),
-            ports[workers.len()].to_string(),
-            send_us.to_string(),
-            grace_us.to_string(),
-            SEED.to_string(),
-            "--window".into(),
-            window.to_string(),
+        let (master_port, window) = (ports[workers.len()].to_string(), window.to_string());
+        let (send_us, grace_us, seed) =
+            (send_us.to_string(), grace_us.to_string(), SEED.to_string());
+        let master = spawn(&[
+            "master",
+            "127.0.0.1",
+            &master_port,
+            &send_us,
+            &grace_us,
+            &seed,
+            "--window",
+            &window,
         ]);
         Ring {
             workers,
@@ -67,44 +61,21 @@ impl Ring {
             dir,
         }
     }
-
-    fn kill(child: &Child) {
-        let status = Command::new("kill")
-            .args(["-KILL", &child.id().to_string()])
-            .status();
-        assert!(status.unwrap().success());
-    }
 }
 
-/// Waits (bounded) and returns (exit code, stdout, stderr).
-fn finish(child: &mut Child, started: Instant) -> (Option<i32>, String, String) {
-    let limit = Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stdout, stderr)
+type Finished = (Option<i32>, String, String);
+
+impl Ring {
+    /// Waits (bounded) for the workers, then the master: (exit code, stdout, stderr) each.
+    fn finish(&mut self, started: Instant) -> (Vec<Finished>, Finished) {
+        let deadline = started + Duration::from_secs(15);
+        let workers = self
+            .workers
+            .iter_mut()
+            .map(|worker| finish_child(worker, deadline))
+            .collect();
+        (workers, finish_child(&mut self.master, deadline))
+    }
 }
 
 impl Drop for Ring {
@@ -122,7 +93,7 @@ impl Drop for Ring {
 }
 
 /// The given workers all exited 0 with one identical `SlaveResult COUNT CHECKSUM` line.
-fn assert_workers_agree(outcomes: &[(Option<i32>, String, String)], which: &[usize]) -> u64 {
+fn assert_workers_agree(outcomes: &[Finished], which: &[usize]) -> u64 {
     let first = &outcomes[which[0]].1;
     for &index in which {
         let (status, stdout, stderr) = &outcomes[index];
@@ -143,12 +114,7 @@ fn assert_workers_agree(outcomes: &[(Option<i32>, String, String)], which: &[usi
 fn run_and_check(name: &str, window: u64, send_us: u64, grace_us: u64) -> (u64, String) {
     let mut ring = Ring::start_with(name, 4, window, send_us, grace_us);
     let started = Instant::now();
-    let workers: Vec<_> = ring
-        .workers
-        .iter_mut()
-        .map(|w| finish(w, started))
-        .collect();
-    let master = finish(&mut ring.master, started);
+    let (workers, master) = ring.finish(started);
     let line = workers[0].1.trim().to_string();
     let count: u64 = line
         .split_whitespace()
@@ -201,13 +167,8 @@ fn survivors_agree_after_a_worker_is_killed_during_send() {
     let mut ring = Ring::start("ring-kill-worker", 4, 8);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
-    Ring::kill(&ring.workers[2]);
-    let workers: Vec<_> = ring
-        .workers
-        .iter_mut()
-        .map(|w| finish(w, started))
-        .collect();
-    let master = finish(&mut ring.master, started);
+    signal(ring.workers[2].id(), "-KILL");
+    let (workers, master) = ring.finish(started);
     assert_workers_agree(&workers, &[0, 1, 3]);
     assert!(master.1.contains("worker 2: no result"), "{}", master.1);
     assert!(
@@ -228,12 +189,8 @@ fn workers_finish_and_agree_after_the_master_is_killed_during_send() {
     let mut ring = Ring::start("ring-kill-master", 4, 8);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
-    Ring::kill(&ring.master);
-    let workers: Vec<_> = ring
-        .workers
-        .iter_mut()
-        .map(|w| finish(w, started))
-        .collect();
+    signal(ring.master.id(), "-KILL");
+    let (workers, _) = ring.finish(started);
     assert_workers_agree(&workers, &[0, 1, 2, 3]);
     // They stopped on the schedule the master gave them, not at the test's time limit.
     assert!(started.elapsed() < Duration::from_secs(10));

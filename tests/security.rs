@@ -9,9 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{Cluster, POLLEN, Resp, free_ports, parse_result, scratch_dir, serial};
+use common::{
+    Cluster, Processes, Resp, free_ports, memory_kib, parse_result, scratch_dir, serial,
+    serving_store, spawn_pollen, write_peers,
+};
 use pollen::wire::auth::{AuthChallenge, AuthProof};
 use pollen::wire::{GossipBatch, Hello, Items, Message, PROTOCOL_VERSION};
 
@@ -139,25 +142,12 @@ fn two_worker_files(name: &str) -> (std::path::PathBuf, Vec<u16>, std::path::Pat
     let dir = scratch_dir(name);
     let ports = free_ports(4);
     let peers = dir.join("workers.txt");
-    std::fs::write(
-        &peers,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
+    write_peers(&peers, &ports[..2]);
     (dir, ports, peers)
 }
 
 fn spawn_kv(peers: &std::path::Path, args: &[&str], stderr: Stdio) -> std::process::Child {
-    Command::new(POLLEN)
-        .arg("kv")
-        .args(args)
-        .arg("--peer-config-file")
-        .arg(peers)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn pollen kv")
+    spawn_pollen("kv", args, peers, [Stdio::null(), Stdio::null(), stderr])
 }
 
 /// A kv worker takes a burst of 900 connections on its peer port, held open; it keeps at most
@@ -172,7 +162,8 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
         let log = std::fs::File::create(dir.join(log)).unwrap();
         spawn_kv(&peers, args, Stdio::from(log))
     };
-    let mut processes = [
+    let mut processes = Processes::default();
+    for child in [
         spawn(&["slave", &ports[0].to_string()], "worker-0.err"),
         spawn(&["slave", &ports[1].to_string()], "worker-1.err"),
         spawn(
@@ -185,16 +176,11 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
             ],
             "master.err",
         ),
-    ];
-    let mut client = Resp::connect(ports[3]);
-    let started = Instant::now();
-    while client.call(&["SET", "before", "1"]) != "OK" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the store never came up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    ] {
+        processes.push(child);
     }
+    let mut client = serving_store(ports[3]);
+    assert_eq!(client.call(&["SET", "before", "1"]), "OK");
     // 900 connections in a burst, held open: the kernel completes them into the listen
     // backlog (1024) whether or not the worker is scheduled, so the worker finds them all
     // waiting and must turn most away within one second, however slow this machine is.
@@ -207,12 +193,7 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
     let _ = TcpStream::connect(("127.0.0.1", ports[0]));
     std::thread::sleep(Duration::from_millis(100));
     // Only 64 of them got buffers (1 MiB each); all 900 would have taken ~900 MiB.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", processes[0].id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+    let (_, peak_kib) = memory_kib(processes.0[0].id());
     assert!(
         peak_kib < 200 * 1024,
         "the worker's peak RSS is {peak_kib} KiB"
@@ -222,10 +203,7 @@ fn a_connection_storm_is_rate_limited_and_the_store_still_works() {
     assert_eq!(client.call(&["GET", "before"]), "1");
     assert_eq!(client.call(&["GET", "after"]), "2");
     let _ = client.call(&["QUIT"]);
-    for child in &mut processes {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(processes);
     let log = std::fs::read_to_string(dir.join("worker-0.err")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(connected, 900, "the storm did not happen");
@@ -244,7 +222,8 @@ fn idle_connections_cannot_keep_peers_out() {
     let _serial = serial();
     let (dir, ports, peers) = two_worker_files("auth-idle");
     let spawn = |args: &[&str]| spawn_kv(&peers, args, Stdio::null());
-    let mut processes = vec![spawn(&["slave", &ports[0].to_string()])];
+    let mut processes = Processes::default();
+    processes.push(spawn(&["slave", &ports[0].to_string()]));
     let port = ports[0];
     let connect = move || loop {
         if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
@@ -299,10 +278,7 @@ fn idle_connections_cannot_keep_peers_out() {
     let waited = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let replaced = attacker.join().unwrap();
-    for child in &mut processes {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(processes);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("worker 0 joined after {waited:?}; the attacker replaced {replaced} connections");
     assert!(report.contains("worker 0 up"), "kept out: {report}");

@@ -4,8 +4,12 @@
 //! `POLLEN_SIM_SEEDS=N` scales the seeded runs (default 1000 in all; a soak:
 //! `POLLEN_SIM_SEEDS=100000 cargo test --release --test sim`).
 
+mod common;
+
 use pollen::sim::faults::{Fault, Kinds};
 use pollen::sim::gossip::{Options, run};
+
+use common::assert_no_failures;
 
 fn seeds_total() -> u64 {
     std::env::var("POLLEN_SIM_SEEDS")
@@ -29,12 +33,7 @@ fn run_seeds(nodes: usize, kinds: Kinds, first: u64, count: u64) {
         }
     }
     eprintln!("{count} seeds ({nodes} nodes, faults {kinds}): {deliveries} deliveries");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
 }
 
 /// Shares of the total: half with every kind of fault, the rest one kind each, some of them
@@ -158,12 +157,7 @@ fn gossip_start_spreads() {
         agreed_empty += (report.count == 0) as u64;
     }
     eprintln!("{count} seeds with start spreads; {agreed_empty} printed an empty result");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
 }
 
 /// A–B cut for the whole run while both reach C: C relays, and both finish early, complete.
@@ -208,12 +202,7 @@ fn run_ring_seeds(workers: usize, kinds: Kinds, first: u64, count: u64) {
         }
     }
     eprintln!("{count} ring seeds ({workers} workers, faults {kinds})");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
 }
 
 /// Phase lengths from 1 µs to 2 s (cloudy's arguments are microseconds; a user typing
@@ -239,12 +228,7 @@ fn ring_drawn_phases() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
 }
 
 /// Seeds that failed once while the phases were drawn (and one with the default phases), each
@@ -422,12 +406,7 @@ fn kv_faults() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
 }
 
 /// kv with logs on simulated disks. `--fsync always`: any number of worker crashes, in a third
@@ -459,12 +438,7 @@ fn kv_durable_faults() {
             writes += report.writes;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
     eprintln!("{writes} acknowledged writes, {torn} torn log tails, {repairs} read repairs");
     // The runs exercised what they claim to.
     assert!(torn > 0 && repairs > 0 && writes > 0);
@@ -492,12 +466,7 @@ fn kv_under_backpressure() {
             waits += report.credit_waits;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures("seeds", &failures);
     eprintln!("{queued} batches queued by the master, {waits} transfer steps waited for credits");
     assert!(
         queued > 0 && waits > 0,

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,8 @@ pub struct Cluster {
 pub struct Outcome {
     pub stdout: String,
     pub stderr: String,
-    pub status: Option<ExitStatus>,
+    /// The exit code; `None` if killed at the limit (or by a signal).
+    pub status: Option<i32>,
     pub elapsed: Duration,
 }
 
@@ -125,51 +126,24 @@ impl Cluster {
     }
 
     pub fn signal(&self, index: usize, signal: &str) {
-        let pid = self.children[index]
-            .as_ref()
-            .expect("started")
-            .id()
-            .to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
+        let pid = self.children[index].as_ref().expect("started").id();
+        self::signal(pid, signal);
     }
 
     /// Waits for every node (up to `limit` after `started`), killing stragglers. Each
-    /// outcome's `elapsed` counts from that node's own start.
+    /// outcome's `elapsed` counts from that node's own start (when it exited).
     pub fn finish(&mut self, started: Instant, limit: Duration) -> Vec<Outcome> {
         self.children
             .iter_mut()
             .zip(&self.started_at)
             .map(|(child, own_start)| {
                 let mut child = child.take().expect("started");
-                let status = loop {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        break Some(status);
-                    }
-                    if started.elapsed() > limit {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break None;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                };
-                let elapsed = own_start.expect("started").elapsed();
-                let mut stdout = String::new();
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stdout.take() {
-                    pipe.read_to_string(&mut stdout).unwrap();
-                }
-                if let Some(mut pipe) = child.stderr.take() {
-                    pipe.read_to_string(&mut stderr).unwrap();
-                }
+                let (status, stdout, stderr) = finish_child(&mut child, started + limit);
                 Outcome {
                     stdout,
                     stderr,
                     status,
-                    elapsed,
+                    elapsed: own_start.expect("started").elapsed(),
                 }
             })
             .collect()
@@ -368,4 +342,143 @@ pub fn ring_reference(seed: u64, workers: usize, window: u64, count: u64) -> Str
         sum += (k as u128 + 1) * (value as u128 + 1);
     }
     format!("SlaveResult {count} {}", decimal(sum))
+}
+
+/// Children killed (by PID, through `Child`) and reaped when dropped: a failing test leaves
+/// nothing behind.
+#[derive(Default)]
+pub struct Processes(pub Vec<Child>);
+
+impl Processes {
+    pub fn push(&mut self, child: Child) -> &mut Child {
+        self.0.push(child);
+        self.0.last_mut().expect("just pushed")
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A peers file at `path` listing `127.0.0.1:PORT` for each port, in order.
+pub fn write_peers(path: &std::path::Path, ports: &[u16]) {
+    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(path, text).expect("write peers file");
+}
+
+/// `pollen ROLE ARGS --peer-config-file PEERS` with the given standard streams.
+pub fn spawn_pollen(
+    role: &str,
+    args: &[&str],
+    peers: &std::path::Path,
+    streams: [Stdio; 3],
+) -> Child {
+    let [stdin, stdout, stderr] = streams;
+    Command::new(POLLEN)
+        .arg(role)
+        .args(args)
+        .arg("--peer-config-file")
+        .arg(peers)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn pollen")
+}
+
+/// Sends `signal` (`-KILL`, `-STOP`, ...) to a process by PID.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Waits for `child` to exit, at most until `deadline` (then kills it): its exit code (`None`
+/// when killed or signalled), stdout and stderr.
+pub fn finish_child(child: &mut Child, deadline: Instant) -> (Option<i32>, String, String) {
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_string(&mut stdout).unwrap();
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr).unwrap();
+    }
+    (code, stdout, stderr)
+}
+
+/// Feeds `script` to a REPL on the child's stdin (then closes it) and reads everything it
+/// prints until it exits: (stdout, whether it exited 0).
+pub fn repl_transcript(child: &mut Child, script: &str) -> (String, bool) {
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(script.as_bytes())
+        .unwrap();
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_string(&mut output)
+        .unwrap();
+    let success = child.wait().unwrap().success();
+    (output, success)
+}
+
+/// Fails with every broken seed's message, or prints how many passed.
+pub fn assert_no_failures(what: &str, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{what}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A RESP connection to a kv store that answers writes: it retries a SET (bounded) until the
+/// master has its workers.
+pub fn serving_store(port: u16) -> Resp {
+    let mut client = Resp::connect(port);
+    let started = Instant::now();
+    while client.call(&["SET", "probe", "1"]) != "OK" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the store never came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client
+}
+
+/// A process's (VmPeak, VmHWM) in KiB, from /proc.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (field("VmPeak:"), field("VmHWM:"))
 }
