@@ -317,49 +317,21 @@ impl Role for Lamport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::TimerKey;
-    use crate::wire::client::Reply;
+    use crate::roles::recording::{self, RecordingIo};
 
-    /// Records what the role does; time stands still unless a test moves it.
+    /// What the tests keep of what a machine sends: (to, clock, vector).
     #[derive(Default)]
-    struct FakeIo {
-        now: Micros,
-        sent: Vec<(NodeId, u64, Vec<u64>)>,
-        lines: Vec<String>,
+    struct Sent(Vec<(NodeId, u64, Vec<u64>)>);
+
+    impl recording::Record for Sent {
+        fn sent(&mut self, to: NodeId, message: &Message<'_>) {
+            if let Message::LamportMessage(m) = message {
+                self.0.push((to, m.clock, m.vector.iter().collect()));
+            }
+        }
     }
 
-    impl Io for FakeIo {
-        fn now(&self) -> Micros {
-            self.now
-        }
-        fn node(&self) -> NodeId {
-            0
-        }
-        fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
-            if let Message::LamportMessage(m) = message {
-                self.sent.push((to, m.clock, m.vector.iter().collect()));
-            }
-            true
-        }
-        fn send_space(&mut self, _to: NodeId) -> usize {
-            usize::MAX
-        }
-        fn set_timer(&mut self, _after: Micros, _timer: Timer) -> TimerKey {
-            TimerKey {
-                index: 0,
-                generation: 0,
-            }
-        }
-        fn cancel_timer(&mut self, _key: TimerKey) {}
-        fn output(&mut self, line: std::fmt::Arguments<'_>) {
-            self.lines.push(line.to_string());
-        }
-        fn stop(&mut self) {}
-        fn reply(&mut self, _client: usize, _reply: &Reply<'_>) -> bool {
-            false
-        }
-        fn close_client(&mut self, _client: usize) {}
-    }
+    type FakeIo = RecordingIo<Sent>;
 
     fn machine(internal_max: u32) -> (Lamport, FakeIo) {
         let mut config = Config::new(3, 1, 60_000_000);
@@ -398,7 +370,7 @@ mod tests {
             fields[7], "1;0;4",
             "the sender's vector merged, own entry counted"
         );
-        assert!(io.sent.is_empty(), "no send on a receiving tick");
+        assert!(io.record.0.is_empty(), "no send on a receiving tick");
     }
 
     #[test]
@@ -432,8 +404,13 @@ mod tests {
             );
         }
         // "One" is machine 1, "another" machine 2, "all" both; messages carry the clock.
-        assert!(io.sent.iter().all(|(to, _, _)| *to == 1 || *to == 2));
-        assert!(io.sent.iter().all(|(_, clock, vector)| vector[0] == *clock));
+        assert!(io.record.0.iter().all(|(to, _, _)| *to == 1 || *to == 2));
+        assert!(
+            io.record
+                .0
+                .iter()
+                .all(|(_, clock, vector)| vector[0] == *clock)
+        );
         let (mut quiet, mut io) = self::machine(1_000_000);
         for _ in 0..20 {
             quiet.tick(&mut io);

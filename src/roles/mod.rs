@@ -6,3 +6,6 @@ pub mod gossip;
 pub mod kv;
 pub mod lamport;
 pub mod ring;
+
+#[cfg(test)]
+pub(crate) mod recording;

@@ -6,9 +6,10 @@ use std::rc::Rc;
 
 use super::Kv;
 use crate::journal::{Fsync, Journal, Record};
-use crate::node::{ClientId, Io, Micros, NodeId, Role, Timer, TimerKey};
+use crate::node::{ClientId, Micros, NodeId, Role, Timer};
+use crate::roles::recording::{self, RecordingIo};
 use crate::sim::disk::{Disk, SimJournal};
-use crate::wire::client::{Command, Reply};
+use crate::wire::client::Command;
 use crate::wire::kv::{
     KvMembership, KvOps, KvResults, OP_GET, OP_PUT, OP_SET, Op, OpResult, REQUEST_HELLO,
     STATUS_NIL, STATUS_OK, STATUS_VALUE,
@@ -26,25 +27,18 @@ struct SentOp {
     value: Vec<u8>,
 }
 
+/// What the kv tests keep of what a role sends: operations and results, decoded, and the
+/// order of events (shared with a journal wrapper that records appends and commits).
 #[derive(Default)]
-struct Recorder {
-    now: Micros,
+struct Sent {
     ops: Vec<SentOp>,
     /// Results a worker sent: (request, status, version, value).
     results: Vec<(u64, u8, u64, Vec<u8>)>,
-    replies: Vec<(ClientId, String)>,
-    /// Set when the journal was committed (shared with a journal wrapper).
     events: Rc<RefCell<Vec<&'static str>>>,
 }
 
-impl Io for Recorder {
-    fn now(&self) -> Micros {
-        self.now
-    }
-    fn node(&self) -> NodeId {
-        0
-    }
-    fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
+impl recording::Record for Sent {
+    fn sent(&mut self, to: NodeId, message: &Message<'_>) {
         match message {
             Message::KvOps(ops) => {
                 for op in ops.iter() {
@@ -67,30 +61,10 @@ impl Io for Recorder {
             }
             _ => {}
         }
-        true
     }
-    fn send_space(&mut self, _to: NodeId) -> usize {
-        usize::MAX
-    }
-    fn set_timer(&mut self, _after: Micros, _timer: Timer) -> TimerKey {
-        TimerKey {
-            index: 0,
-            generation: 0,
-        }
-    }
-    fn cancel_timer(&mut self, _key: TimerKey) {}
-    fn output(&mut self, _line: std::fmt::Arguments<'_>) {}
-    fn stop(&mut self) {}
-    fn reply(&mut self, client: ClientId, reply: &Reply<'_>) -> bool {
-        let text = match reply {
-            Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            other => format!("{other:?}"),
-        };
-        self.replies.push((client, text));
-        true
-    }
-    fn close_client(&mut self, _client: ClientId) {}
 }
+
+type Recorder = RecordingIo<Sent>;
 
 fn command(io: &mut Recorder, kv: &mut Kv, client: ClientId, words: &[&str]) {
     let data = words.concat();
@@ -147,7 +121,12 @@ fn master() -> (Kv, Recorder) {
 fn read(answers: [(u8, u64, &str); 2]) -> (Recorder, u64) {
     let (mut kv, mut io) = master();
     command(&mut io, &mut kv, 7, &["GET", "k"]);
-    let gets: Vec<SentOp> = io.ops.drain(..).filter(|op| op.kind == OP_GET).collect();
+    let gets: Vec<SentOp> = io
+        .record
+        .ops
+        .drain(..)
+        .filter(|op| op.kind == OP_GET)
+        .collect();
     let mut askeds: Vec<NodeId> = gets.iter().map(|op| op.to).collect();
     askeds.sort();
     assert_eq!(askeds, [0, 1], "a read asks every replica");
@@ -179,7 +158,7 @@ fn a_read_answers_the_newest_version_and_repairs_the_stale_replica() {
         key: b"k".to_vec(),
         value: b"\x01new".to_vec(),
     };
-    assert_eq!(io.ops, [put]);
+    assert_eq!(io.record.ops, [put]);
 }
 
 #[test]
@@ -188,17 +167,17 @@ fn a_replica_missing_the_key_is_repaired_and_a_newer_deletion_wins() {
     let (io, repairs) = read([(STATUS_VALUE, 5, "v"), (STATUS_NIL, 0, "")]);
     assert_eq!(io.replies, [(7, "v".to_string())]);
     assert_eq!(repairs, 1);
-    assert_eq!((io.ops[0].to, io.ops[0].version), (1, 5));
+    assert_eq!((io.record.ops[0].to, io.record.ops[0].version), (1, 5));
     // Worker 0 holds a deletion newer than worker 1's value: nil, and worker 1 gets the
     // tombstone (presence byte 0).
     let (io, _) = read([(STATUS_NIL, 12, ""), (STATUS_VALUE, 9, "v")]);
     assert_eq!(io.replies, [(7, "Bulk(None)".to_string())]);
     assert_eq!(
         (
-            io.ops[0].to,
-            io.ops[0].kind,
-            io.ops[0].version,
-            &io.ops[0].value[..]
+            io.record.ops[0].to,
+            io.record.ops[0].kind,
+            io.record.ops[0].version,
+            &io.record.ops[0].value[..]
         ),
         (1, OP_PUT, 12, &b"\x00"[..])
     );
@@ -209,7 +188,7 @@ fn agreeing_replicas_are_not_repaired() {
     let (io, repairs) = read([(STATUS_VALUE, 9, "v"), (STATUS_VALUE, 9, "v")]);
     assert_eq!(io.replies, [(7, "v".to_string())]);
     assert_eq!(repairs, 0);
-    assert!(io.ops.is_empty());
+    assert!(io.record.ops.is_empty());
 }
 
 #[test]
@@ -223,7 +202,12 @@ fn versions_stay_above_what_workers_report() {
     };
     result(&mut io, &mut kv, 0, hello);
     command(&mut io, &mut kv, 7, &["SET", "k", "v"]);
-    let set = io.ops.iter().find(|op| op.kind == OP_SET).expect("a SET");
+    let set = io
+        .record
+        .ops
+        .iter()
+        .find(|op| op.kind == OP_SET)
+        .expect("a SET");
     assert!(set.version > 1_000_000, "version {}", set.version);
 }
 
@@ -270,7 +254,7 @@ impl Journal for Watched {
 fn worker(disk: &Rc<RefCell<Disk>>, io: &Recorder, rewrite_min: u64) -> Kv {
     let journal = Watched {
         inner: SimJournal::new(disk.clone(), Fsync::Always),
-        events: io.events.clone(),
+        events: io.record.events.clone(),
     };
     Kv::new(0, 1, 1, None).with_journal(Box::new(journal), rewrite_min)
 }
@@ -307,7 +291,7 @@ fn get(io: &mut Recorder, kv: &mut Kv, key: &str) -> (u8, u64, Vec<u8>) {
         value: b"",
     };
     from_master(io, kv, op);
-    let (request, status, version, value) = io.results.pop().expect("a result");
+    let (request, status, version, value) = io.record.results.pop().expect("a result");
     assert_eq!(request, 99);
     (status, version, value)
 }
@@ -319,12 +303,15 @@ fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
     let mut kv = worker(&disk, &io, u64::MAX);
     kv.on_start(&mut io);
     kv.on_peer_up(&mut io, 1);
-    io.events.borrow_mut().clear();
+    io.record.events.borrow_mut().clear();
     set(&mut io, &mut kv, 5, 100, "a", "1");
-    assert_eq!(*io.events.borrow(), ["append", "commit", "results sent"]);
+    assert_eq!(
+        *io.record.events.borrow(),
+        ["append", "commit", "results sent"]
+    );
     // The greeting went out first, with version 0 (nothing held yet).
     assert_eq!(
-        io.results[0],
+        io.record.results[0],
         (REQUEST_HELLO, STATUS_OK, 0, b"always".to_vec())
     );
     set(&mut io, &mut kv, 6, 101, "b", "2");
@@ -337,7 +324,7 @@ fn a_worker_commits_before_acknowledging_and_replays_after_a_restart() {
     kv.on_peer_up(&mut io, 1);
     kv.on_flush(&mut io);
     assert_eq!(
-        io.results[0],
+        io.record.results[0],
         (REQUEST_HELLO, STATUS_OK, 102, b"always".to_vec())
     );
     assert_eq!(
@@ -373,7 +360,7 @@ fn a_worker_rewrites_a_log_that_outgrew_its_live_data() {
     io.now += 10_000;
     kv.on_timer(&mut io, Timer(1)); // starts the rewrite
     kv.on_timer(&mut io, Timer(1)); // copies the key and finishes
-    assert!(io.events.borrow().contains(&"rewritten"));
+    assert!(io.record.events.borrow().contains(&"rewritten"));
     let Kv::Worker(w) = &kv else { unreachable!() };
     let after = w.log_bytes();
     assert!(after < 100, "rewritten log: {after} bytes (was {before})");
@@ -405,7 +392,7 @@ fn a_parse_error_is_answered_after_the_earlier_commands() {
         "nothing before the SET is answered: {:?}",
         io.replies
     );
-    let sets: Vec<u64> = io.ops.iter().map(|op| op.request).collect();
+    let sets: Vec<u64> = io.record.ops.iter().map(|op| op.request).collect();
     for (worker, request) in sets.into_iter().enumerate() {
         let ok = OpResult {
             request,
