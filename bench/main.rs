@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{POLLEN, free_ports, spawn_pollen, write_peers};
+use common::{POLLEN, free_ports, spawn_pollen, spawn_ring, write_peers};
 const RUNS: usize = 3;
 const SEND_FOR_S: f64 = 3.0;
 const WAIT_FOR_S: f64 = 3.0;
@@ -226,34 +226,9 @@ struct RingOutcome {
 }
 
 fn run_ring(window: u64, seed: u64, dir: &Path) -> RingOutcome {
-    let ports = free_ports(RING_WORKERS + 1);
-    let peers = dir.join("ring-peers.txt");
-    write_peers(&peers, &ports[..RING_WORKERS]);
-    let spawn = |args: &[&str]| {
-        spawn_pollen(
-            "ring",
-            args,
-            &peers,
-            [Stdio::null(), Stdio::piped(), Stdio::piped()],
-        )
-    };
-    let workers: Vec<Child> = ports[..RING_WORKERS]
-        .iter()
-        .map(|port| spawn(&["slave", "127.0.0.1", &port.to_string()]))
-        .collect();
-    let (master_port, window) = (ports[RING_WORKERS].to_string(), window.to_string());
-    let (send_us, grace_us) = (RING_SEND_US.to_string(), RING_GRACE_US.to_string());
-    let seed = seed.to_string();
-    let master = spawn(&[
-        "master",
-        "127.0.0.1",
-        &master_port,
-        &send_us,
-        &grace_us,
-        &seed,
-        "--window",
-        &window,
-    ]);
+    let timing = [RING_SEND_US, RING_GRACE_US, seed];
+    let window = window.to_string();
+    let (workers, master) = spawn_ring(dir, RING_WORKERS, timing, &["--window", &window]);
     let (status, stdout, _) = collect(master);
     assert!(status, "the ring master failed: {stdout}");
     assert!(

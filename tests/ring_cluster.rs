@@ -6,13 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{
-    finish_child, free_ports, ring_reference, scratch_dir, serial, signal, spawn_pollen,
-    write_peers,
-};
+use common::{finish_child, ring_reference, scratch_dir, serial, signal, spawn_ring};
 
 const SEND_US: u64 = 1_000_000;
 const GRACE_US: u64 = 600_000;
@@ -31,35 +28,28 @@ impl Ring {
 
     fn start_with(name: &str, workers: usize, window: u64, send_us: u64, grace_us: u64) -> Ring {
         let dir = scratch_dir(name);
-        let ports = free_ports(workers + 1);
-        let peers = dir.join("workers.txt");
-        write_peers(&peers, &ports[..workers]);
-        let spawn = |args: &[&str]| {
-            let streams = [Stdio::null(), Stdio::piped(), Stdio::piped()];
-            spawn_pollen("ring", args, &peers, streams)
-        };
-        let workers: Vec<Child> = ports[..workers]
-            .iter()
-            .map(|port| spawn(&["slave", "127.0.0.1", &port.to_string()]))
-            .collect();
-        let (master_port, window) = (ports[workers.len()].to_string(), window.to_string());
-        let (send_us, grace_us, seed) =
-            (send_us.to_string(), grace_us.to_string(), SEED.to_string());
-        let master = spawn(&[
-            "master",
-            "127.0.0.1",
-            &master_port,
-            &send_us,
-            &grace_us,
-            &seed,
-            "--window",
-            &window,
-        ]);
+        let window = window.to_string();
+        let timing = [send_us, grace_us, SEED];
+        let (workers, master) = spawn_ring(&dir, workers, timing, &["--window", &window]);
         Ring {
             workers,
             master,
             dir,
         }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.master))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -75,20 +65,6 @@ impl Ring {
             .map(|worker| finish_child(worker, deadline))
             .collect();
         (workers, finish_child(&mut self.master, deadline))
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        for child in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.master))
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

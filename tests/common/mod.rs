@@ -482,3 +482,42 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
     };
     (field("VmPeak:"), field("VmHWM:"))
 }
+
+/// A ring of `workers` workers and a master on free ports (peers file `DIR/ring-peers.txt`),
+/// the master given `SEND_US GRACE_US SEED` and `extra` arguments; stdout and stderr piped.
+pub fn spawn_ring(
+    dir: &std::path::Path,
+    workers: usize,
+    timing: [u64; 3],
+    extra: &[&str],
+) -> (Vec<Child>, Child) {
+    let ports = free_ports(workers + 1);
+    let peers = dir.join("ring-peers.txt");
+    write_peers(&peers, &ports[..workers]);
+    let spawn = |args: &[&str]| {
+        spawn_pollen(
+            "ring",
+            args,
+            &peers,
+            [Stdio::null(), Stdio::piped(), Stdio::piped()],
+        )
+    };
+    let slaves = ports[..workers]
+        .iter()
+        .map(|port| spawn(&["slave", "127.0.0.1", &port.to_string()]))
+        .collect();
+    let [send_us, grace_us, seed] = timing.map(|number| number.to_string());
+    let master_port = ports[workers].to_string();
+    let master = [
+        &[
+            "master",
+            "127.0.0.1",
+            &master_port,
+            &send_us,
+            &grace_us,
+            &seed,
+        ],
+        extra,
+    ];
+    (slaves, spawn(&master.concat()))
+}
