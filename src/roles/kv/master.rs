@@ -1227,7 +1227,10 @@ impl Master {
     }
 
     fn drain_all(&mut self, io: &mut impl Io) {
-        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        // In client order, not the map's (randomly seeded) order: the simulator replays a seed
+        // exactly only if the role does the same things in the same order every time.
+        let mut clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        clients.sort_unstable();
         for client in clients {
             self.drain(io, client);
         }
