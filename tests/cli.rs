@@ -4,14 +4,46 @@ mod common;
 
 use std::process::Command;
 
+/// Runs pollen to its end; one still running after 30 s (a node that should have refused its
+/// arguments and is serving instead) is killed and reports status -1, so a test fails rather
+/// than hangs.
 fn pollen(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(common::POLLEN)
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = Command::new(common::POLLEN)
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run pollen");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code().unwrap_or(-1), stdout, stderr)
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pollen") {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stdout = String::from_utf8_lossy(&stdout.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    (status, stdout, stderr)
 }
 
 fn assert_usage_error(args: &[&str], needle: &str) {
@@ -267,5 +299,107 @@ fn lone_nodes_say_what_they_are_waiting_for() {
     let _ = worker.kill();
     let _ = worker.wait();
     assert!(said, "the worker says it waits for a master");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A peers file listing one free loopback port, and that port, for a node that must refuse its
+/// arguments before it listens.
+fn one_node_peers(name: &str) -> (std::path::PathBuf, String) {
+    let dir = common::scratch_dir(name);
+    let port = common::free_ports(1)[0].to_string();
+    std::fs::write(dir.join("peers.txt"), format!("127.0.0.1:{port}\n")).unwrap();
+    (dir, port)
+}
+
+/// Longer than the handshake carries (`wire::CLUSTER_NAME_BYTES_MAX`); the encoder asserts the
+/// limit, so a node that let it through panicked at its first connection.
+fn cluster_name_too_long() -> String {
+    "x".repeat(300)
+}
+
+#[test]
+fn gossip_refuses_a_cluster_name_too_long_for_the_handshake() {
+    let (dir, port) = one_node_peers("cli-cluster-gossip");
+    let peers = dir.join("peers.txt");
+    let cluster = cluster_name_too_long();
+    assert_usage_error(
+        &[
+            "gossip",
+            "-p",
+            &port,
+            "--peer-config-file",
+            peers.to_str().unwrap(),
+            "--send-for",
+            "0.1",
+            "--wait-for",
+            "0.1",
+            "--cluster",
+            &cluster,
+        ],
+        "--cluster",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ring_refuses_a_cluster_name_too_long_for_the_handshake() {
+    let (dir, port) = one_node_peers("cli-cluster-ring");
+    let peers = dir.join("peers.txt");
+    let cluster = cluster_name_too_long();
+    assert_usage_error(
+        &[
+            "ring",
+            "slave",
+            "127.0.0.1",
+            &port,
+            "--peer-config-file",
+            peers.to_str().unwrap(),
+            "--cluster",
+            &cluster,
+        ],
+        "--cluster",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn kv_refuses_a_cluster_name_too_long_for_the_handshake() {
+    let (dir, port) = one_node_peers("cli-cluster-kv");
+    let peers = dir.join("peers.txt");
+    let cluster = cluster_name_too_long();
+    assert_usage_error(
+        &[
+            "kv",
+            "slave",
+            &port,
+            "--peer-config-file",
+            peers.to_str().unwrap(),
+            "--cluster",
+            &cluster,
+        ],
+        "--cluster",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn lamport_refuses_a_cluster_name_too_long_for_the_handshake() {
+    let (dir, port) = one_node_peers("cli-cluster-lamport");
+    let peers = dir.join("peers.txt");
+    let cluster = cluster_name_too_long();
+    assert_usage_error(
+        &[
+            "lamport",
+            "-p",
+            &port,
+            "--peer-config-file",
+            peers.to_str().unwrap(),
+            "--duration",
+            "0.1",
+            "--cluster",
+            &cluster,
+        ],
+        "--cluster",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

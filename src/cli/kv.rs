@@ -1,0 +1,231 @@
+//! `pollen kv slave|master`: one node of the replicated key-value store on the real driver —
+//! its options, the checks between them (a log's options need `--data-dir`, which only a
+//! worker takes), and the role built from them: failure detector, journal, version base.
+//! `--fsync` is parsed here for `pollen sim kv` too.
+
+use getopts::{Matches, Options};
+
+use super::Exit;
+use super::args::{self, number};
+use crate::info;
+use crate::journal::{self, Fsync};
+use crate::net;
+use crate::node::NodeId;
+use crate::roles::kv::{self, Kv};
+
+const BRIEF: &str = "\
+usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]  (alias: worker)
+                       [--cookie-file FILE]
+                       [--data-dir DIR [--fsync always|everysec|no] [--rewrite-min BYTES]]
+                       [-v | -q]
+       pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
+                        [--cookie-file FILE] [--replicas N] [--resp-port P] [--no-repl]
+                        [--suspect-ms MS] [--evict-ms MS] [-v | -q]
+
+The peers file lists the workers (default peers.json). The master reads commands on stdin
+(GET, SET, DEL, KILL, NODES, SHUTDOWN, QUIT, ...) and serves the Redis protocol on --resp-port
+(default 7379). A worker with --data-dir logs every write there before acknowledging it and
+replays the log when it starts again.";
+
+/// The master keeps the workers it waits for as bits of a `u64` by node id, and is itself the
+/// node after the last worker.
+const WORKERS_MAX: usize = 63;
+
+/// The options in the order `--help` lists them (master's and worker's interleaved).
+fn options() -> Options {
+    let mut options = Options::new();
+    args::common_options(&mut options);
+    args::cookie_option(&mut options);
+    options.optopt("h", "host", "this node's host (default 127.0.0.1)", "HOST");
+    args::peers_option(&mut options, "workers' peers file (default peers.json)");
+    options.optopt("", "replicas", "copies of each key (default 2)", "N");
+    options.optopt(
+        "",
+        "resp-port",
+        "port for Redis clients (default 7379)",
+        "P",
+    );
+    options.optflag("", "no-repl", "do not read commands from stdin");
+    options.optopt(
+        "",
+        "data-dir",
+        "worker: keep an append-only log of writes here",
+        "DIR",
+    );
+    options.optopt(
+        "",
+        "fsync",
+        "worker: sync the log before every acknowledgement (always), once a second \
+         (everysec, the default) or never (no)",
+        "POLICY",
+    );
+    options.optopt(
+        "",
+        "suspect-ms",
+        "master: stop waiting for a worker silent this long (default 1000; workers beat every \
+         100 ms)",
+        "MS",
+    );
+    options.optopt(
+        "",
+        "evict-ms",
+        "master: take a worker suspected this long out of the membership (default 10000)",
+        "MS",
+    );
+    options.optopt(
+        "",
+        "rewrite-min",
+        "worker: rewrite the log once it is past this size and twice the live data \
+         (default 67108864)",
+        "BYTES",
+    );
+    args::cluster_option(
+        &mut options,
+        "cluster name in the handshake (default pollen-kv)",
+    );
+    options
+}
+
+/// Everything but the peers: what the role is built from.
+struct Settings {
+    is_master: bool,
+    port: u16,
+    host: String,
+    replicas: usize,
+    resp_port: u16,
+    fsync: Fsync,
+    rewrite_min: u64,
+    suspect_ms: u64,
+    evict_ms: u64,
+    data_dir: Option<String>,
+}
+
+pub(super) fn run(args: &[String]) -> Result<(), Exit> {
+    let matches = args::parse_with_positionals(&options(), args, BRIEF)?;
+    let settings = settings(&matches)?;
+    let cluster = args::cluster(&matches, "pollen-kv")?;
+    let members = args::master_and_workers(
+        "kv",
+        args::peers(&matches)?,
+        WORKERS_MAX,
+        (&settings.host, settings.port),
+        settings.is_master,
+    )?;
+    let is_master = settings.is_master;
+    let repl = is_master && !matches.opt_present("no-repl");
+    let clients = if is_master {
+        let address = format!("{}:{}", settings.host, settings.resp_port);
+        Some(crate::peers::resolve(&address).map_err(Exit::Usage)?)
+    } else {
+        None
+    };
+    let role = role(&settings, members.node, members.workers, repl)?;
+    let config = net::Config {
+        node: members.node,
+        addresses: members.addresses,
+        cluster,
+        clients,
+        repl,
+        output: None,
+        cookie: args::cookie(&matches)?,
+    };
+    let driver = args::start_driver(config, role)?;
+    if is_master {
+        info!(
+            "kv master: {} workers, {} replicas, Redis clients on port {}",
+            members.workers, settings.replicas, settings.resp_port
+        );
+    }
+    args::run_driver(driver)?;
+    Ok(())
+}
+
+/// The positional words and every option but the peers file, cluster and cookie, checked
+/// against each other.
+fn settings(matches: &Matches) -> Result<Settings, Exit> {
+    let free: Vec<&str> = matches.free.iter().map(String::as_str).collect();
+    let (is_master, port) = match free.as_slice() {
+        ["slave" | "worker", port] => (false, *port),
+        ["master", port] => (true, *port),
+        _ => return Err(Exit::Usage("kv: bad arguments (try --help)".to_string())),
+    };
+    let port = args::positional_port("kv", port)?;
+    let host = args::host(matches);
+    let replicas: usize = number(matches, "replicas", 2)?;
+    let replicas_max = kv::placement::REPLICAS_MAX;
+    if !(1..=replicas_max).contains(&replicas) {
+        return Err(Exit::Usage(format!(
+            "--replicas must be 1..={replicas_max}"
+        )));
+    }
+    let resp_port: u16 = number(matches, "resp-port", 7379)?;
+    let fsync = fsync(matches)?.unwrap_or(Fsync::EverySec);
+    let rewrite_min: u64 = number(matches, "rewrite-min", 64 << 20)?;
+    let suspect_ms: u64 = number(matches, "suspect-ms", 1000)?;
+    let evict_ms: u64 = number(matches, "evict-ms", 10_000)?;
+    if suspect_ms < 300 || evict_ms < suspect_ms {
+        return Err(Exit::Usage(
+            "kv: --suspect-ms must be at least 300 (three heartbeats) and --evict-ms at least \
+             --suspect-ms"
+                .to_string(),
+        ));
+    }
+    let data_dir = matches.opt_str("data-dir");
+    if data_dir.is_none() && (matches.opt_present("fsync") || matches.opt_present("rewrite-min")) {
+        return Err(Exit::Usage(
+            "kv: --fsync and --rewrite-min need --data-dir".to_string(),
+        ));
+    }
+    if is_master && data_dir.is_some() {
+        return Err(Exit::Usage(
+            "kv: --data-dir is for workers (the master keeps no data)".to_string(),
+        ));
+    }
+    Ok(Settings {
+        is_master,
+        port,
+        host,
+        replicas,
+        resp_port,
+        fsync,
+        rewrite_min,
+        suspect_ms,
+        evict_ms,
+        data_dir,
+    })
+}
+
+/// `--fsync`, if given.
+pub(super) fn fsync(matches: &Matches) -> Result<Option<Fsync>, Exit> {
+    let Some(text) = matches.opt_str("fsync") else {
+        return Ok(None);
+    };
+    let policy = Fsync::parse(&text)
+        .ok_or_else(|| Exit::Usage(format!("--fsync {text:?}: expected always, everysec or no")))?;
+    Ok(Some(policy))
+}
+
+/// The master or a worker, with its failure detector and, for a worker with `--data-dir`, its
+/// journal (opened, and so replayed, here).
+fn role(settings: &Settings, node: NodeId, workers: usize, repl: bool) -> Result<Kv, Exit> {
+    let heartbeat_us = kv::worker::HEARTBEAT_US;
+    let (suspect_us, evict_us) = (settings.suspect_ms * 1000, settings.evict_ms * 1000);
+    let mut role = Kv::new(
+        node,
+        workers,
+        settings.replicas,
+        repl.then_some(net::REPL_CLIENT),
+    )
+    .with_failure_detector(heartbeat_us, suspect_us, evict_us);
+    if let Some(dir) = &settings.data_dir {
+        let journal = journal::file::FileJournal::open(std::path::Path::new(dir), settings.fsync)
+            .map_err(Exit::Failure)?;
+        role = role.with_journal(Box::new(journal), settings.rewrite_min);
+    }
+    // Versions start at the master's start time (µs × 16): a restarted master issues newer
+    // versions than the previous one did, unless that one wrote faster than 16 per µs.
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(role.with_version_base((since_epoch.as_micros() as u64).saturating_mul(16)))
+}
