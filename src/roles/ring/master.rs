@@ -7,16 +7,17 @@
 //! epoch makes it freeze the epoch, gather the members' frozen reports, and announce the next
 //! epoch, which keeps everything approved anywhere and regenerates the rest. After the stop
 //! time it prints one line per worker and whether they agree. It keeps no part of the data:
-//! if it dies, the workers finish on their own.
+//! if it dies, the workers finish on their own. `invariants` lists what holds after every
+//! handler; it is checked in release builds too.
 
 use super::{
     Config, DEATH_GRACE_US, REFORM_TIMEOUT_US, RESULTS_WAIT_US, START_TIMEOUT_US, TIMER_START,
-    TIMER_STOP, TIMER_TICK,
+    TIMER_STOP, TIMER_TICK, WORKERS_MAX,
 };
 use crate::info;
 use crate::node::{Io, Micros, NodeId, Timer};
 use crate::roles::checksum::{Checksum, Decimal};
-use crate::wire::{Items, Message, NO_NODE, RingEpoch, RingFreeze, RingReport};
+use crate::wire::{Items, Message, NO_NODE, RingEpoch, RingFreeze, RingReport, RingResult};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MasterPhase {
@@ -94,11 +95,92 @@ impl Master {
     pub(super) fn on_start(&mut self, io: &mut impl Io) {
         io.set_timer(self.config.tick_us, TIMER_TICK);
         io.set_timer(START_TIMEOUT_US, TIMER_START);
+        self.invariants();
+    }
+
+    pub(super) fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
+        if from >= self.config.workers {
+            return; // only workers speak to the master (and nothing changed)
+        }
+        if let Message::RingReport(report) = &message
+            && report.settled
+        {
+            // The newest epoch a settled member has entered: nothing can have been approved
+            // in a later one.
+            self.live_epoch = self.live_epoch.max(report.epoch);
+        }
+        match message {
+            Message::RingReport(report) if self.phase == MasterPhase::Reforming => {
+                self.receive_frozen_report(io, from, &report)
+            }
+            // A worker that is alive but not a member (left out while it was paused or cut off,
+            // with its connection intact) is re-admitted.
+            Message::RingReport(_)
+                if self.phase == MasterPhase::Running
+                    && !self.members.contains(&from)
+                    && io.now() < self.stop_us =>
+            {
+                info!("master: worker {from} is alive outside the ring; re-admitting it");
+                self.start_reform(io);
+            }
+            // A member still in an older epoch — restarted (its state is gone) or its copy of
+            // the epoch was lost — cannot be trusted as a member: re-form, and it rejoins as a
+            // joiner and syncs. Reports already in flight when the epoch was announced are let be.
+            Message::RingReport(report)
+                if self.phase == MasterPhase::Running
+                    && report.epoch < self.epoch
+                    && self.members.contains(&from)
+                    && io.now() >= self.announced_us + 3 * self.config.tick_us
+                    && io.now() < self.stop_us =>
+            {
+                info!(
+                    "master: worker {from} is in epoch {}, not {}; re-forming",
+                    report.epoch, self.epoch
+                );
+                self.start_reform(io);
+            }
+            Message::RingResult(result) => self.receive_result(io, from, &result),
+            _ => {}
+        }
+        self.invariants();
+    }
+
+    pub(super) fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
+        if self.phase == MasterPhase::Done {
+            return; // the run is over (and nothing changed)
+        }
+        let now_us = io.now();
+        match timer {
+            TIMER_TICK => {
+                match self.phase {
+                    MasterPhase::Running if now_us < self.stop_us => {
+                        let dead = self.members.iter().any(|&w| {
+                            !self.up[w] && now_us - self.down_since_us[w] >= DEATH_GRACE_US
+                        });
+                        if dead {
+                            info!("master: a worker is down; re-forming the ring");
+                            self.start_reform(io);
+                        }
+                    }
+                    MasterPhase::Reforming
+                        if now_us - self.reform_started_us >= REFORM_TIMEOUT_US =>
+                    {
+                        self.finish_reform(io);
+                    }
+                    _ => {}
+                }
+                io.set_timer(self.config.tick_us, TIMER_TICK);
+            }
+            TIMER_START if self.phase == MasterPhase::Starting => self.begin(io),
+            TIMER_STOP => self.print_results(io),
+            _ => {}
+        }
+        self.invariants();
     }
 
     pub(super) fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
         if peer >= self.config.workers {
-            return;
+            return; // not a worker (and nothing changed)
         }
         self.up[peer] = true;
         self.up_since_us[peer] = io.now();
@@ -116,6 +198,7 @@ impl Master {
             }
             _ => {}
         }
+        self.invariants();
     }
 
     pub(super) fn on_peer_down(&mut self, io: &mut impl Io, peer: NodeId) {
@@ -123,6 +206,7 @@ impl Master {
             self.up[peer] = false;
             self.down_since_us[peer] = io.now();
         }
+        self.invariants();
     }
 
     fn begin(&mut self, io: &mut impl Io) {
@@ -143,10 +227,12 @@ impl Master {
         self.announce(io, members, NO_NODE, 0);
     }
 
-    /// Sends the next epoch to its members.
+    /// Sends the next epoch to its members. A re-formation's reports are used up by then:
+    /// dropping them keeps the rule that the master holds reports only while it re-forms.
     fn announce(&mut self, io: &mut impl Io, members: Vec<NodeId>, sync_from: u16, joiners: u64) {
         self.epoch += 1;
         self.phase = MasterPhase::Running;
+        self.reports.fill(None);
         self.announced_us = io.now();
         self.sync_from = sync_from;
         self.joiners = joiners;
@@ -155,16 +241,6 @@ impl Master {
         for position in 0..self.members.len() {
             self.send_epoch(io, self.members[position]);
         }
-    }
-
-    /// Whether a member's frozen report holds everything it approved. A report of the epoch
-    /// being frozen does. One of an older epoch (not older than the live one) does only if
-    /// the member will never enter the current epoch: it reconnected since the announcement
-    /// (lost with its old connection, and never sent again). Otherwise it may have been sent
-    /// just before the announcement arrived, and the member approve more in the new epoch.
-    fn complete_report(&self, member: NodeId, report: &RingReport<'_>) -> bool {
-        report.epoch == self.epoch
-            || (report.epoch >= self.live_epoch && self.up_since_us[member] > self.announced_us)
     }
 
     /// The current epoch's announcement, to one member.
@@ -196,6 +272,51 @@ impl Master {
         }
     }
 
+    /// A member's report while we re-form: kept if it can be trusted (or noted as coming from
+    /// a member that knows nothing usable); once every member that is up has answered, the
+    /// next epoch is formed.
+    fn receive_frozen_report(&mut self, io: &mut impl Io, from: NodeId, report: &RingReport<'_>) {
+        if !self.members.contains(&from) || self.reports[from].as_ref().is_some_and(|r| r.trusted) {
+            // Not asked, or already answered with a usable state.
+        } else if report.frozen && report.settled && self.complete_report(from, report) {
+            // Frozen with a settled state that is the member's last: everything
+            // approved anywhere since the last re-formation is in this report or another.
+            let approved = report.approved.iter().collect();
+            let prefix = report.prefix;
+            self.reports[from] = Some(FrozenReport {
+                trusted: true,
+                prefix,
+                approved,
+            });
+        } else if !report.settled || report.epoch < self.live_epoch {
+            // Restarted, still joining, or left behind before the live epoch: it knows
+            // nothing the ring can use; it rejoins the next epoch and syncs.
+            let untrusted = FrozenReport {
+                trusted: false,
+                prefix: 0,
+                approved: Vec::new(),
+            };
+            self.reports[from] = Some(untrusted);
+        }
+        let all = self
+            .members
+            .iter()
+            .all(|&w| !self.up[w] || self.reports[w].is_some());
+        if all {
+            self.finish_reform(io);
+        }
+    }
+
+    /// Whether a member's frozen report holds everything it approved. A report of the epoch
+    /// being frozen does. One of an older epoch (not older than the live one) does only if
+    /// the member will never enter the current epoch: it reconnected since the announcement
+    /// (lost with its old connection, and never sent again). Otherwise it may have been sent
+    /// just before the announcement arrived, and the member approve more in the new epoch.
+    fn complete_report(&self, member: NodeId, report: &RingReport<'_>) -> bool {
+        report.epoch == self.epoch
+            || (report.epoch >= self.live_epoch && self.up_since_us[member] > self.announced_us)
+    }
+
     /// The next epoch from the frozen reports: everything approved anywhere stays approved,
     /// everything else below the highest approved index is regenerated.
     fn finish_reform(&mut self, io: &mut impl Io) {
@@ -212,8 +333,26 @@ impl Master {
             self.start_reform(io);
             return;
         }
-        // Everything approved anywhere stays approved: what we knew (the current epoch's
-        // `[1, next)` minus `missing`) plus every survivor's prefix and list.
+        self.finish_reform_sequence(&trusted);
+        let (members, joiners) = self.finish_reform_members(&trusted);
+        let sync_from = if joiners != 0 {
+            trusted[0] as u16
+        } else {
+            NO_NODE
+        };
+        info!(
+            "master: epoch {} with workers {members:?}: next {}, regenerating {:?}",
+            self.epoch + 1,
+            self.next,
+            self.missing
+        );
+        self.announce(io, members, sync_from, joiners);
+    }
+
+    /// The next epoch's `next` and `missing`. Everything approved anywhere stays approved:
+    /// what we knew (the current epoch's `[1, next)` minus `missing`) plus every trusted
+    /// survivor's prefix and list; every other index up to the highest approved is missing.
+    fn finish_reform_sequence(&mut self, trusted: &[NodeId]) {
         let prefix = trusted
             .iter()
             .map(|&w| self.reports[w].as_ref().unwrap().prefix)
@@ -238,9 +377,13 @@ impl Master {
             .filter(|&index| !known(index) && listed.binary_search(&index).is_err())
             .collect();
         self.next = top + 1;
-        // Members that answered from an older epoch, and workers back from the dead, join and
-        // take their state from a trusted survivor.
-        let mut members = trusted.clone();
+    }
+
+    /// The next epoch's members and its joiners (a mask). The trusted survivors come first;
+    /// members that answered from an older epoch, and workers back from the dead, join and
+    /// take their state from a trusted survivor.
+    fn finish_reform_members(&self, trusted: &[NodeId]) -> (Vec<NodeId>, u64) {
+        let mut members = trusted.to_vec();
         members.extend(
             self.members
                 .iter()
@@ -253,134 +396,18 @@ impl Master {
             .iter()
             .filter(|w| !trusted.contains(w))
             .fold(0, |m, &w| m | 1 << w);
-        let sync_from = if joiners != 0 {
-            trusted[0] as u16
-        } else {
-            NO_NODE
+        (members, joiners)
+    }
+
+    /// A worker's result; once every member has sent one, the results are printed.
+    fn receive_result(&mut self, io: &mut impl Io, from: NodeId, result: &RingResult) {
+        let checksum = Checksum {
+            count: result.count,
+            sum: result.sum,
         };
-        info!(
-            "master: epoch {} with workers {members:?}: next {}, regenerating {:?}",
-            self.epoch + 1,
-            self.next,
-            self.missing
-        );
-        self.announce(io, members, sync_from, joiners);
-    }
-
-    pub(super) fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
-        if from >= self.config.workers {
-            return;
-        }
-        if let Message::RingReport(report) = &message
-            && report.settled
-        {
-            // The newest epoch a settled member has entered: nothing can have been approved
-            // in a later one.
-            self.live_epoch = self.live_epoch.max(report.epoch);
-        }
-        match message {
-            Message::RingReport(report) if self.phase == MasterPhase::Reforming => {
-                if !self.members.contains(&from)
-                    || self.reports[from].as_ref().is_some_and(|r| r.trusted)
-                {
-                    // Not asked, or already answered with a usable state.
-                } else if report.frozen && report.settled && self.complete_report(from, &report) {
-                    // Frozen with a settled state that is the member's last: everything
-                    // approved anywhere since the last re-formation is in this report or another.
-                    let approved = report.approved.iter().collect();
-                    let prefix = report.prefix;
-                    self.reports[from] = Some(FrozenReport {
-                        trusted: true,
-                        prefix,
-                        approved,
-                    });
-                } else if !report.settled || report.epoch < self.live_epoch {
-                    // Restarted, still joining, or left behind before the live epoch: it knows
-                    // nothing the ring can use; it rejoins the next epoch and syncs.
-                    let untrusted = FrozenReport {
-                        trusted: false,
-                        prefix: 0,
-                        approved: Vec::new(),
-                    };
-                    self.reports[from] = Some(untrusted);
-                }
-                let all = self
-                    .members
-                    .iter()
-                    .all(|&w| !self.up[w] || self.reports[w].is_some());
-                if all {
-                    self.finish_reform(io);
-                }
-            }
-            // A worker that is alive but not a member (left out while it was paused or cut off,
-            // with its connection intact) is re-admitted.
-            Message::RingReport(_)
-                if self.phase == MasterPhase::Running
-                    && !self.members.contains(&from)
-                    && io.now() < self.stop_us =>
-            {
-                info!("master: worker {from} is alive outside the ring; re-admitting it");
-                self.start_reform(io);
-            }
-            // A member still in an older epoch — restarted (its state is gone) or its copy of
-            // the epoch was lost — cannot be trusted as a member: re-form, and it rejoins as a
-            // joiner and syncs. Reports already in flight when the epoch was announced are let be.
-            Message::RingReport(report)
-                if self.phase == MasterPhase::Running
-                    && report.epoch < self.epoch
-                    && self.members.contains(&from)
-                    && io.now() >= self.announced_us + 3 * self.config.tick_us
-                    && io.now() < self.stop_us =>
-            {
-                info!(
-                    "master: worker {from} is in epoch {}, not {}; re-forming",
-                    report.epoch, self.epoch
-                );
-                self.start_reform(io);
-            }
-            Message::RingResult(result) => {
-                let checksum = Checksum {
-                    count: result.count,
-                    sum: result.sum,
-                };
-                self.results[from] = Some((checksum, result.epoch));
-                if self.members.iter().all(|&w| self.results[w].is_some()) {
-                    self.print_results(io);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    pub(super) fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
-        if self.phase == MasterPhase::Done {
-            return;
-        }
-        let now_us = io.now();
-        match timer {
-            TIMER_TICK => {
-                match self.phase {
-                    MasterPhase::Running if now_us < self.stop_us => {
-                        let dead = self.members.iter().any(|&w| {
-                            !self.up[w] && now_us - self.down_since_us[w] >= DEATH_GRACE_US
-                        });
-                        if dead {
-                            info!("master: a worker is down; re-forming the ring");
-                            self.start_reform(io);
-                        }
-                    }
-                    MasterPhase::Reforming
-                        if now_us - self.reform_started_us >= REFORM_TIMEOUT_US =>
-                    {
-                        self.finish_reform(io);
-                    }
-                    _ => {}
-                }
-                io.set_timer(self.config.tick_us, TIMER_TICK);
-            }
-            TIMER_START if self.phase == MasterPhase::Starting => self.begin(io),
-            TIMER_STOP => self.print_results(io),
-            _ => {}
+        self.results[from] = Some((checksum, result.epoch));
+        if self.members.iter().all(|&w| self.results[w].is_some()) {
+            self.print_results(io);
         }
     }
 
@@ -426,5 +453,102 @@ impl Master {
         ));
         self.agreed = Some(reporting > 0 && agree);
         io.stop();
+    }
+
+    /// What holds after every handler. Cheap (a pass over the workers and `missing`), so it
+    /// stays on in release, like the worker's.
+    fn invariants(&self) {
+        let workers = self.config.workers;
+        assert!(workers <= WORKERS_MAX, "worker sets are 64-bit masks");
+        assert_eq!(self.up.len(), workers);
+        assert_eq!(self.down_since_us.len(), workers);
+        assert_eq!(self.up_since_us.len(), workers);
+        assert_eq!(self.reports.len(), workers);
+        // Results are kept per worker: nothing else's is taken.
+        assert_eq!(self.results.len(), workers);
+        // A worker's link state and its timestamps tell the same story.
+        for worker in 0..workers {
+            if self.up[worker] {
+                assert!(self.up_since_us[worker] >= self.down_since_us[worker]);
+            } else {
+                assert!(self.down_since_us[worker] >= self.up_since_us[worker]);
+            }
+        }
+        let member_mask = self.invariants_members();
+        self.invariants_phase();
+        self.invariants_sequence();
+        // The announced joiners are members; the sync source is a member and not a joiner,
+        // and there is one exactly when there are joiners.
+        assert_eq!(self.joiners & !member_mask, 0);
+        assert_eq!(self.sync_from == NO_NODE, self.joiners == 0);
+        if self.sync_from != NO_NODE {
+            let source = self.sync_from as NodeId;
+            assert!(source < workers);
+            assert!(member_mask & (1 << source) != 0);
+            assert!(self.joiners & (1 << source) == 0);
+        }
+        // Reports come only from members, and are held only while re-forming (or, once done,
+        // those of the re-formation the end interrupted). An untrusted report carries nothing.
+        for (worker, report) in self.reports.iter().enumerate() {
+            let Some(report) = report else { continue };
+            assert!(self.phase == MasterPhase::Reforming || self.phase == MasterPhase::Done);
+            assert!(member_mask & (1 << worker) != 0);
+            assert!(report.trusted || report.prefix == 0);
+            assert!(report.trusted || report.approved.is_empty());
+        }
+    }
+
+    /// Members are distinct workers, the last epoch's membership. Returns them as a mask.
+    fn invariants_members(&self) -> u64 {
+        let mut member_mask: u64 = 0;
+        for &member in &self.members {
+            assert!(member < self.config.workers);
+            assert!(member_mask & (1 << member) == 0, "a worker listed twice");
+            member_mask |= 1 << member;
+        }
+        assert_eq!(self.epochs.len(), self.epoch as usize);
+        match self.epochs.last() {
+            Some(last) => assert_eq!(*last, self.members),
+            None => assert!(self.members.is_empty()),
+        }
+        member_mask
+    }
+
+    /// The phase agrees with the epoch, the members and the schedule.
+    fn invariants_phase(&self) {
+        // Once the ring started, the grace phase is where the schedule says (wrapping: an
+        // absurd SEND_US wraps the schedule, and this is no place to start panicking on it).
+        if self.epoch > 0 {
+            let grace_us = self.stop_us.wrapping_sub(self.send_end_us);
+            assert_eq!(grace_us, self.config.grace_us);
+        }
+        // The verdict exists exactly once the run is over.
+        assert_eq!(self.agreed.is_some(), self.phase == MasterPhase::Done);
+        match self.phase {
+            // Nothing scheduled or announced yet.
+            MasterPhase::Starting => {
+                assert_eq!(self.epoch, 0);
+                assert_eq!(self.send_end_us, 0);
+                assert_eq!(self.stop_us, 0);
+            }
+            MasterPhase::Running => {
+                assert!(self.epoch > 0);
+                assert!(!self.members.is_empty());
+            }
+            MasterPhase::Reforming => {
+                assert!(self.epoch > 0);
+                assert!(!self.members.is_empty());
+                assert!(self.reform_started_us >= self.announced_us);
+            }
+            MasterPhase::Done => {}
+        }
+    }
+
+    /// `missing` is sorted, without repeats, and below `next`; index 0 is never used.
+    fn invariants_sequence(&self) {
+        assert!(self.next >= 1);
+        assert!(self.missing.first().is_none_or(|&first| first >= 1));
+        assert!(self.missing.last().is_none_or(|&last| last < self.next));
+        assert!(self.missing.windows(2).all(|pair| pair[0] < pair[1]));
     }
 }

@@ -516,6 +516,7 @@ impl Worker {
         });
     }
 
+    /// What holds after every message and timer (checked in release builds too).
     fn invariants(&self) {
         assert_eq!(self.checksum.count, self.prefix);
         assert!(self.slots.len() <= SLOTS_MAX);
