@@ -27,10 +27,6 @@ The peers file lists the workers (default peers.json). The master reads commands
 (default 7379). A worker with --data-dir logs every write there before acknowledging it and
 replays the log when it starts again.";
 
-/// The master keeps the workers it waits for as bits of a `u64` by node id, and is itself the
-/// node after the last worker.
-const WORKERS_MAX: usize = 63;
-
 /// The options in the order `--help` lists them (master's and worker's interleaved).
 fn options() -> Options {
     let mut options = Options::new();
@@ -107,7 +103,7 @@ pub(super) fn run(args: &[String]) -> Result<(), Exit> {
     let members = args::master_and_workers(
         "kv",
         args::peers(&matches)?,
-        WORKERS_MAX,
+        kv::WORKERS_MAX,
         (&settings.host, settings.port),
         settings.is_master,
     )?;

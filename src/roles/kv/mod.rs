@@ -38,6 +38,12 @@ use crate::wire::Message;
 use crate::wire::client::Command;
 
 /// The master stops waiting for workers that have not connected.
+/// Most workers: the master tracks who must still answer a request in a `u64` mask with one
+/// bit per worker (and the master itself is node `workers`).
+pub const WORKERS_MAX: usize = 63;
+const _: () = assert!(WORKERS_MAX < u64::BITS as usize);
+const _: () = assert!(WORKERS_MAX < crate::wire::NODES_MAX);
+
 const TIMER_READY: Timer = Timer(100);
 /// The master's failure detector runs.
 const TIMER_CHECK: Timer = Timer(101);
