@@ -6,6 +6,10 @@
 //! which costs one early wake-up per rotation and nothing else. Deadlines are whole ticks: a
 //! timer fires at the first `expire` whose tick is at or past its deadline, and never in the same
 //! tick it was set (so a role that re-arms a zero timer cannot starve the loop).
+//!
+//! The capacity given to `new` is a bound, not a hint: arming one more timer than that panics
+//! rather than let the slab grow on the hot path (the driver's bound is far above what roles
+//! arm; a role past it is leaking timers).
 
 use slab::Slab;
 
@@ -30,16 +34,21 @@ pub struct TimerWheel {
     heads: Box<[u32; SLOTS]>,
     occupied: [u64; SLOTS / 64],
     entries: Slab<Entry>,
+    /// The most timers armed at once.
+    capacity: usize,
     generation: u32,
 }
 
 impl TimerWheel {
     pub fn new(capacity: usize) -> TimerWheel {
+        // Entry indices are `u32`, with `NIL` reserved.
+        assert!(capacity < NIL as usize);
         TimerWheel {
             tick: 0,
             heads: Box::new([NIL; SLOTS]),
             occupied: [0; SLOTS / 64],
             entries: Slab::with_capacity(capacity),
+            capacity,
             generation: 0,
         }
     }
@@ -53,7 +62,13 @@ impl TimerWheel {
     }
 
     /// Arms `timer` to fire at tick `deadline` (or the next tick if that has passed).
+    /// Panics if the wheel already holds as many timers as its capacity.
     pub fn insert(&mut self, deadline: u64, timer: Timer) -> TimerKey {
+        assert!(
+            self.entries.len() < self.capacity,
+            "more than {} timers armed at once",
+            self.capacity
+        );
         let deadline = deadline.max(self.tick + 1);
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
@@ -242,6 +257,21 @@ mod tests {
         assert_eq!(wheel.next_deadline(), Some(51));
         assert_eq!(expire(&mut wheel, 50), Vec::<u32>::new());
         assert_eq!(expire(&mut wheel, 51), vec![1, 2]); // in the order armed
+    }
+
+    #[test]
+    fn the_capacity_is_a_bound_and_a_fired_timer_frees_its_place() {
+        let mut wheel = TimerWheel::new(2);
+        wheel.insert(5, Timer(1));
+        let second = wheel.insert(6, Timer(2));
+        wheel.cancel(second);
+        wheel.insert(7, Timer(3));
+        assert_eq!(expire(&mut wheel, 5), vec![1]);
+        wheel.insert(8, Timer(4));
+        let full = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wheel.insert(9, Timer(5));
+        }));
+        assert!(full.is_err(), "a third timer was armed in a wheel of two");
     }
 
     #[test]
