@@ -1,5 +1,6 @@
-//! RESP clients on `--resp-port` (`redis-cli`, `redis-benchmark`): accepted while the
-//! connection table has room (it is sized for `CLIENTS_MAX` of them), no handshake. Their input is RESP2 arrays or inline commands, parsed
+//! RESP clients on `--resp-port` (`redis-cli`, `redis-benchmark`): at most `CLIENTS_MAX` at
+//! once (more are closed as they are accepted, so clients can never take the slots the
+//! connection table keeps for peers), no handshake. Their input is RESP2 arrays or inline commands, parsed
 //! in place (`wire::client`) and handed to the role as commands; replies are encoded into the
 //! client's out buffer in command order.
 //!
@@ -19,7 +20,7 @@ use crate::node::{ClientId, Role};
 use crate::wire::client::{self, Command, Reply};
 use crate::{debug, info};
 
-/// RESP clients the connection table has room for, beyond the peers.
+/// RESP clients connected at once, beyond the peers.
 pub(super) const CLIENTS_MAX: usize = 1024;
 
 impl<R: Role> Driver<R> {
@@ -31,6 +32,10 @@ impl<R: Role> Driver<R> {
             };
             match listener.accept() {
                 Ok((stream, address)) => {
+                    if self.io.clients >= CLIENTS_MAX {
+                        info!("refusing client {address}: {CLIENTS_MAX} clients connected");
+                        continue;
+                    }
                     if self.io.connections.len() == self.io.connections.capacity() {
                         info!("refusing client {address}: connection table full");
                         continue;

@@ -245,7 +245,11 @@ impl<R: Role> Driver<R> {
                 connection.stream.set_nodelay(true)?;
                 io.queue_hello(key);
             }
-            Mode::Client => connection.stream.set_nodelay(true)?,
+            Mode::Client => {
+                assert!(io.clients < super::clients::CLIENTS_MAX);
+                io.clients += 1;
+                connection.stream.set_nodelay(true)?;
+            }
         }
         Ok(key)
     }
@@ -263,6 +267,7 @@ impl<R: Role> Driver<R> {
         io.spare_buffers.push((input, output));
         match connection.mode {
             Mode::Client => {
+                io.clients -= 1;
                 debug!("client {key} closed: {reason}");
                 self.role.on_client_closed(&mut self.io, key);
                 self.deliver_local();

@@ -133,6 +133,8 @@ struct NetIo {
     poll: Poll,
     listener: TcpListener,
     client_listener: Option<TcpListener>,
+    /// RESP clients connected, at most `CLIENTS_MAX`.
+    clients: usize,
     repl: Option<Repl>,
     sink: Option<OutputSink>,
     /// Scratch: argument spans of the command being handed to the role.
@@ -376,6 +378,7 @@ impl NetIo {
             poll,
             listener,
             client_listener,
+            clients: 0,
             repl,
             sink: config.output,
             spans: Vec::with_capacity(wire::client::ARGS_MAX),
