@@ -24,6 +24,7 @@
 //! directory and `sim::disk` over a simulated disk that loses what was not synced at a crash.
 
 pub mod file;
+pub mod mem;
 
 use std::io::Read;
 

@@ -5,10 +5,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Kv;
+use crate::journal::mem::{Disk, SimJournal};
 use crate::journal::{Fsync, Journal, Record};
 use crate::node::{ClientId, Micros, NodeId, Role, Timer};
 use crate::roles::recording::{self, RecordingIo};
-use crate::sim::disk::{Disk, SimJournal};
 use crate::wire::client::Command;
 use crate::wire::kv::{
     KvMembership, KvOps, KvResults, OP_GET, OP_PUT, OP_SET, Op, OpResult, REQUEST_HELLO,

@@ -1,0 +1,175 @@
+//! An in-memory disk under the kv journal, for the simulator and for tests that drive a worker
+//! by hand. It tells written bytes (in the page cache) from synced ones (on the platter), and
+//! a worker that comes back after a crash finds only the synced bytes plus a seeded part of the
+//! rest — a torn tail, sometimes with a flipped byte in it (a corrupt tail). It models machine
+//! crashes: unlike `kill -9`, they lose what the kernel had not written.
+//!
+//! `Disk` outlives the workers that use it (it is shared, `SharedDisk`); `SimJournal` is one
+//! worker's `Journal` over it. A disk's losses are a pure function of its seed and of the
+//! writes, so a simulated run stays reproducible.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+
+use super::{EVERYSEC_US, Fsync, HEADER_BYTES, Journal, Record, Replayed, header, replay};
+use crate::node::Micros;
+
+/// Mixed into a disk's seed for its generator.
+const DISK_SEED_SALT: u64 = 0xD15C;
+/// One crash in this many that keeps part of the unsynced tail also flips a byte in it.
+const CORRUPT_ONE_IN: u32 = 4;
+/// What a corrupted byte is XORed with.
+const CORRUPT_MASK: u8 = 0x5A;
+
+pub struct Disk {
+    log: Vec<u8>,
+    synced: usize,
+    opened: bool,
+    rng: Xoshiro256PlusPlus,
+    /// Bytes lost or torn by crashes, and tails found torn or corrupt at replay.
+    pub lost_bytes: u64,
+    pub torn_tails: u64,
+}
+
+pub type SharedDisk = Rc<RefCell<Disk>>;
+
+impl Disk {
+    pub fn new(seed: u64) -> SharedDisk {
+        Rc::new(RefCell::new(Disk {
+            log: Vec::new(),
+            synced: 0,
+            opened: false,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ DISK_SEED_SALT),
+            lost_bytes: 0,
+            torn_tails: 0,
+        }))
+    }
+
+    /// What survives a crash: the synced bytes and a seeded prefix of the rest, possibly with
+    /// one byte of that prefix flipped.
+    fn crash(&mut self) {
+        let unsynced = self.log.len() - self.synced;
+        let kept = uniform(&mut self.rng, 0, unsynced as u64) as usize;
+        self.lost_bytes += (unsynced - kept) as u64;
+        self.log.truncate(self.synced + kept);
+        if kept > 0 && self.rng.next_u32().is_multiple_of(CORRUPT_ONE_IN) {
+            let at = self.synced + uniform(&mut self.rng, 0, kept as u64 - 1) as usize;
+            self.log[at] ^= CORRUPT_MASK;
+        }
+    }
+}
+
+/// The journal of one simulated worker, over its disk (which outlives the worker).
+pub struct SimJournal {
+    disk: SharedDisk,
+    policy: Fsync,
+    buffer: Vec<u8>,
+    rewrite: Option<Vec<u8>>,
+    last_sync: Option<Micros>,
+}
+
+impl SimJournal {
+    pub fn new(disk: SharedDisk, policy: Fsync) -> SimJournal {
+        SimJournal {
+            disk,
+            policy,
+            buffer: Vec::new(),
+            rewrite: None,
+            last_sync: None,
+        }
+    }
+}
+
+impl Journal for SimJournal {
+    fn fsync(&self) -> Fsync {
+        self.policy
+    }
+
+    fn replay(&mut self, apply: &mut dyn FnMut(Record<'_>)) -> Result<Replayed, String> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.opened {
+            disk.crash();
+        }
+        disk.opened = true;
+        if disk.log.len() < HEADER_BYTES {
+            disk.log.clear();
+            disk.log.extend_from_slice(&header());
+            disk.synced = disk.log.len();
+            return Ok(Replayed::default());
+        }
+        let replayed =
+            replay(&disk.log[HEADER_BYTES..], apply).map_err(|error| error.to_string())?;
+        if replayed.dropped_bytes > 0 {
+            disk.torn_tails += 1;
+            let valid = HEADER_BYTES + replayed.valid_bytes as usize;
+            disk.log.truncate(valid);
+            disk.synced = disk.synced.min(valid);
+        }
+        Ok(replayed)
+    }
+
+    fn append(&mut self, record: &Record<'_>) {
+        record.append_to(&mut self.buffer);
+        if let Some(rewrite) = &mut self.rewrite {
+            record.append_to(rewrite);
+        }
+    }
+
+    fn commit(&mut self, now: Micros) -> Result<(), String> {
+        let mut disk = self.disk.borrow_mut();
+        disk.log.extend_from_slice(&self.buffer);
+        self.buffer.clear();
+        let due = self
+            .last_sync
+            .is_none_or(|last| now.saturating_sub(last) >= EVERYSEC_US);
+        let sync = match self.policy {
+            Fsync::Always => true,
+            Fsync::EverySec => due,
+            Fsync::No => false,
+        };
+        if sync && disk.synced < disk.log.len() {
+            disk.synced = disk.log.len();
+            self.last_sync = Some(now);
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.disk.borrow().log.len() + self.buffer.len()) as u64
+    }
+
+    fn rewrite_begin(&mut self) -> Result<(), String> {
+        self.rewrite = Some(header().to_vec());
+        Ok(())
+    }
+
+    fn rewrite_append(&mut self, record: &Record<'_>) {
+        if let Some(rewrite) = &mut self.rewrite {
+            record.append_to(rewrite);
+        }
+    }
+
+    /// Synced, then renamed over the log: atomic.
+    fn rewrite_finish(&mut self) -> Result<(), String> {
+        self.commit(0)?;
+        if let Some(rewrite) = self.rewrite.take() {
+            let mut disk = self.disk.borrow_mut();
+            disk.log = rewrite;
+            disk.synced = disk.log.len();
+        }
+        Ok(())
+    }
+}
+
+/// Uniform in `low..=high`: the same arithmetic as the simulator's `sim::uniform`, so a disk's
+/// draws are what they were when it lived there (the journal does not depend on the
+/// simulator).
+fn uniform(rng: &mut Xoshiro256PlusPlus, low: u64, high: u64) -> u64 {
+    if high <= low {
+        return low;
+    }
+    low + rng.next_u64() % (high - low + 1)
+}
