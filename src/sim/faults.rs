@@ -13,6 +13,18 @@ use rand_xoshiro::rand_core::{Rng, SeedableRng};
 use super::uniform;
 use crate::node::{Micros, NodeId};
 
+/// A schedule holds between one and this many faults (a partition counts as one).
+const FAULTS_MAX: u64 = 4;
+/// The longest partition or stall, and the longest pause or crash before a restart.
+const PARTITION_US_MAX: Micros = 400_000;
+const PAUSE_US_MAX: Micros = 500_000;
+const CRASH_US_MAX: Micros = 500_000;
+/// A fault that ends lasts at least this fraction of the time faults may strike in, and at
+/// most half of it.
+const SPAN_MIN_DIVISOR: u64 = 20;
+/// Mixed into the run's seed for the schedule's generator.
+const SCHEDULE_SEED_SALT: u64 = 0xFA17_5EED;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// The connection breaks; it is re-established after the usual backoff.
@@ -103,15 +115,15 @@ pub struct Plan {
     pub restart: bool,
 }
 
-/// The schedule for `seed`: between one and four faults of the planned kinds.
+/// The schedule for `seed`: between one and `FAULTS_MAX` faults of the planned kinds.
 pub fn schedule(seed: u64, plan: &Plan) -> Vec<(Micros, Fault)> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xFA17_5EED);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ SCHEDULE_SEED_SALT);
     let mut faults = Vec::new();
     if plan.kinds == Kinds::None || plan.nodes < 2 {
         return faults;
     }
     let mut crashes = 0;
-    let count = uniform(&mut rng, 1, 4);
+    let count = uniform(&mut rng, 1, FAULTS_MAX);
     for _ in 0..count {
         let kind = match plan.kinds {
             Kinds::All => {
@@ -150,7 +162,7 @@ fn pick_pair(rng: &mut Xoshiro256PlusPlus, nodes: usize) -> (NodeId, NodeId) {
 /// A window `[at, at + length)` inside `[start, heal_by)`.
 fn span(rng: &mut Xoshiro256PlusPlus, plan: &Plan, length_max: Micros) -> (Micros, Micros) {
     let room = plan.heal_by_us.saturating_sub(plan.start_us);
-    let length = uniform(rng, room / 20, length_max.min(room / 2));
+    let length = uniform(rng, room / SPAN_MIN_DIVISOR, length_max.min(room / 2));
     let at = uniform(rng, plan.start_us, plan.heal_by_us - length);
     (at, length)
 }
@@ -163,7 +175,7 @@ fn link_break(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micro
 
 fn partition(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micros, Fault)>) {
     let n = plan.nodes;
-    let (at, length) = span(rng, plan, 400_000);
+    let (at, length) = span(rng, plan, PARTITION_US_MAX);
     match rng.next_u32() % 4 {
         // One side cut off from the rest, both directions.
         0 | 1 => {
@@ -223,7 +235,7 @@ fn heal_position(order: &[NodeId], node: NodeId) -> usize {
 
 fn pause(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micros, Fault)>) {
     let node = pick_node(rng, plan.nodes);
-    let (at, length) = span(rng, plan, 500_000);
+    let (at, length) = span(rng, plan, PAUSE_US_MAX);
     faults.push((
         at,
         Fault::Pause {
@@ -235,7 +247,7 @@ fn pause(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micros, Fa
 
 fn crash(rng: &mut Xoshiro256PlusPlus, plan: &Plan, faults: &mut Vec<(Micros, Fault)>) {
     let node = pick_node(rng, plan.nodes);
-    let (at, length) = span(rng, plan, 500_000);
+    let (at, length) = span(rng, plan, CRASH_US_MAX);
     faults.push((at, Fault::Crash { node }));
     if plan.restart {
         faults.push((at + length, Fault::Restart { node }));

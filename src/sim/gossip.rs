@@ -29,6 +29,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 
 use super::faults::{self, Fault, Kinds};
+use super::runner::{self, SeedReport};
 use super::{NetConfig, Observer, Sim, SimStats, uniform};
 use crate::node::{Micros, NodeId};
 use crate::roles::checksum::{Checksum, fill_stream_values, stream_rng};
@@ -63,6 +64,24 @@ pub const BATCH_SIZES: [usize; 3] = [16, 64, 256];
 /// and to exchange states.
 pub const AGREEMENT_MARGIN_US: Micros = 300_000;
 
+/// A count of zero is a failure when every node started at least this long before the cut.
+const NONZERO_COUNT_MARGIN_US: Micros = 100_000;
+/// Faults strike from this virtual time on (the nodes have connected by then).
+const FAULTS_START_US: Micros = 20_000;
+/// The run goes on this long past the last node's deadline, for anything late to show.
+const RUN_PAST_DEADLINE_US: Micros = 1_000_000;
+/// The role's window of unacknowledged messages under the simulator (the real default is
+/// `gossip::WINDOW_MESSAGES`, 2^20).
+const WINDOW_MESSAGES: u64 = 4096;
+/// Wire errors the checker records before it stops collecting them.
+const ERRORS_MAX: usize = 10;
+const SEND_FOR_US_DEFAULT: Micros = 500_000;
+const WAIT_FOR_US_DEFAULT: Micros = 1_500_000;
+const TICK_US_DEFAULT: Micros = 10_000;
+const CLOCK_SKEW: f64 = 0.01;
+/// Mixed into the run's seed for the nodes' start offsets.
+const STARTS_SEED_SALT: u64 = 0x57A2_75EE;
+
 impl Options {
     pub fn new(nodes: usize, seed: u64, faults: Kinds) -> Options {
         Options {
@@ -70,12 +89,12 @@ impl Options {
             seed,
             faults,
             role_seed: seed,
-            send_for_us: 500_000,
-            wait_for_us: 1_500_000,
-            tick_us: 10_000,
+            send_for_us: SEND_FOR_US_DEFAULT,
+            wait_for_us: WAIT_FOR_US_DEFAULT,
+            tick_us: TICK_US_DEFAULT,
             batch_values: BATCH_SIZES[(seed % BATCH_SIZES.len() as u64) as usize],
             net: NetConfig {
-                clock_skew: 0.01,
+                clock_skew: CLOCK_SKEW,
                 ..NetConfig::default()
             },
             start_spread_us: 0,
@@ -103,7 +122,7 @@ impl Options {
     /// Each node's start, from the seed: uniform in `0..=start_spread_us`, shifted so that the
     /// first starts at 0.
     pub fn starts_us(&self) -> Vec<Micros> {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0x57A2_75EE);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ STARTS_SEED_SALT);
         let starts: Vec<Micros> = (0..self.nodes)
             .map(|_| uniform(&mut rng, 0, self.start_spread_us))
             .collect();
@@ -123,6 +142,7 @@ impl Options {
     }
 }
 
+#[derive(Default)]
 pub struct Report {
     /// What broke, with the command that reproduces it; `None` if every property held.
     pub failure: Option<String>,
@@ -131,6 +151,15 @@ pub struct Report {
     pub faults: Vec<(Micros, Fault)>,
     pub trace: Option<String>,
     pub count: u64,
+}
+
+impl SeedReport for Report {
+    fn failed(failure: String) -> Report {
+        Report {
+            failure: Some(failure),
+            ..Report::default()
+        }
+    }
 }
 
 /// What the checker learns from the wire.
@@ -178,7 +207,7 @@ impl Checker {
         let origin = batch.origin as usize;
         for (offset, value) in batch.values.iter().enumerate() {
             let seq = batch.first_seq + offset as u64;
-            if self.value(origin, seq) != value && self.errors.len() < 10 {
+            if self.value(origin, seq) != value && self.errors.len() < ERRORS_MAX {
                 self.errors.push(format!(
                     "node {from} sent origin {origin}'s seq {seq} as {value}, not the stream's value"
                 ));
@@ -260,7 +289,7 @@ impl Observer for Checker {
             let own = state.origins.get(from).send_end_us;
             if own != SEND_END_UNKNOWN && self.send_end_us[from].is_none_or(|end| end == own) {
                 self.send_end_us[from] = Some(own);
-            } else if own != SEND_END_UNKNOWN && self.errors.len() < 10 {
+            } else if own != SEND_END_UNKNOWN && self.errors.len() < ERRORS_MAX {
                 self.errors
                     .push(format!("node {from} announced two send ends"));
             }
@@ -279,20 +308,10 @@ impl Observer for Checker {
 /// Runs one simulated gossip cluster and checks it. A panic in a role (an invariant) is a
 /// failure like any other, reported with the command that reproduces it.
 pub fn run(options: &Options) -> Report {
-    super::catch_panic(|| simulate(options), || options.command()).unwrap_or_else(|failure| {
-        Report {
-            failure: Some(failure),
-            stats: SimStats::default(),
-            lines: Vec::new(),
-            faults: Vec::new(),
-            trace: None,
-            count: 0,
-        }
-    })
+    runner::run_seed(|| simulate(options), || options.command())
 }
 
 fn simulate(options: &Options) -> Report {
-    crate::log::set_level(crate::log::LEVEL_QUIET);
     let nodes = options.nodes;
     let mut config = gossip::Config::new(
         nodes,
@@ -302,7 +321,7 @@ fn simulate(options: &Options) -> Report {
     );
     config.tick_us = options.tick_us;
     config.batch_values = options.batch_values;
-    config.window_messages = 4096;
+    config.window_messages = WINDOW_MESSAGES;
     let checker = Checker::new(nodes, options.role_seed, options.batch_values);
     let factory = Box::new(move |node| Gossip::new(config.clone(), node));
     let starts_us = options.starts_us();
@@ -314,29 +333,18 @@ fn simulate(options: &Options) -> Report {
         options.trace,
         &starts_us,
     );
-    let plan = faults::Plan {
-        kinds: options.faults,
-        nodes,
-        start_us: 20_000,
-        heal_by_us: options.send_for_us + options.wait_for_us / 2,
-        crashes_max: (nodes - 1) / 2,
-        restart: false,
-    };
-    let mut schedule = faults::schedule(options.seed, &plan);
-    schedule.extend(options.extra_faults.iter().cloned());
+    let schedule = fault_schedule(options);
     sim.schedule(&schedule);
     let last_start_us = starts_us.iter().copied().max().unwrap_or(0);
-    sim.run_until(last_start_us + options.send_for_us + options.wait_for_us + 1_000_000);
+    sim.run_until(last_start_us + options.send_for_us + options.wait_for_us + RUN_PAST_DEADLINE_US);
     let lines: Vec<Option<String>> = (0..nodes)
         .map(|node| sim.outputs(node).first().cloned())
         .collect();
     let failure = check(&mut sim, options, &starts_us, &lines)
         .err()
         .map(|error| {
-            format!(
-                "{error}\n  starts: {starts_us:?}\n  faults: {schedule:?}\n  reproduce: {}",
-                options.command()
-            )
+            let error = format!("{error}\n  starts: {starts_us:?}");
+            runner::failure(&error, &schedule, &options.command())
         });
     Report {
         failure,
@@ -353,6 +361,22 @@ fn simulate(options: &Options) -> Report {
     }
 }
 
+/// The seed's faults (crashes without restarts, at most a minority), healed by the middle of
+/// the wait, and the options' extra ones.
+fn fault_schedule(options: &Options) -> Vec<(Micros, Fault)> {
+    let plan = faults::Plan {
+        kinds: options.faults,
+        nodes: options.nodes,
+        start_us: FAULTS_START_US,
+        heal_by_us: options.send_for_us + options.wait_for_us / 2,
+        crashes_max: (options.nodes - 1) / 2,
+        restart: false,
+    };
+    let mut schedule = faults::schedule(options.seed, &plan);
+    schedule.extend(options.extra_faults.iter().cloned());
+    schedule
+}
+
 fn check(
     sim: &mut Sim<Gossip, Checker>,
     options: &Options,
@@ -361,11 +385,44 @@ fn check(
 ) -> Result<(), String> {
     let nodes = options.nodes;
     let survivors: Vec<NodeId> = (0..nodes).filter(|&node| sim.alive(node)).collect();
-    let crashed: Vec<NodeId> = (0..nodes).filter(|&node| !sim.alive(node)).collect();
     if let Some(error) = sim.world.observer.errors.first() {
         return Err(error.clone());
     }
-    for &node in &survivors {
+    let counted: Vec<Vec<u64>> = (0..nodes)
+        .map(|node| sim.role(node).map(Gossip::counted).unwrap_or_default())
+        .collect();
+    check_each_line(sim, &survivors, &counted, lines)?;
+    let last_start_us = starts_us.iter().copied().max().unwrap_or(0);
+    if last_start_us > options.agreement_bound_us() {
+        return Ok(()); // too late for agreement to be promised
+    }
+    let cuts: Vec<Option<u64>> = (0..nodes)
+        .map(|node| sim.role(node).and_then(Gossip::cut_us))
+        .collect();
+    check_agreement(&survivors, &counted, &cuts, lines)?;
+    let first = survivors[0];
+    let cut_us = cuts[first].ok_or("no cut")?;
+    check_cut(sim, &survivors, &counted[first], cut_us)?;
+    let crashed = (0..nodes).any(|node| !sim.alive(node));
+    if !crashed {
+        check_complete(sim, &survivors)?;
+    }
+    let count: u64 = counted[first].iter().sum();
+    if !crashed && last_start_us + NONZERO_COUNT_MARGIN_US < options.send_for_us && count == 0 {
+        return Err("every node started before the cut, yet nothing was agreed".into());
+    }
+    Ok(())
+}
+
+/// Properties 1 and (whatever the timing) 3: every survivor printed one line, stopped, and its
+/// line is the reference for what it counted.
+fn check_each_line(
+    sim: &mut Sim<Gossip, Checker>,
+    survivors: &[NodeId],
+    counted: &[Vec<u64>],
+    lines: &[Option<String>],
+) -> Result<(), String> {
+    for &node in survivors {
         let outputs = sim.outputs(node);
         if outputs.len() != 1 || !sim.stopped(node) {
             return Err(format!(
@@ -374,11 +431,7 @@ fn check(
             ));
         }
     }
-    let counted: Vec<Vec<u64>> = (0..nodes)
-        .map(|node| sim.role(node).map(Gossip::counted).unwrap_or_default())
-        .collect();
-    // Every line is the reference for what its node counted, whatever the timing.
-    for &node in &survivors {
+    for &node in survivors {
         let reference = sim.world.observer.reference(&counted[node])?;
         let result = sim.role(node).and_then(|role| role.result).map(|(c, _)| c);
         if result != Some(reference) || lines[node] != Some(reference.to_string()) {
@@ -389,15 +442,19 @@ fn check(
             ));
         }
     }
-    let last_start_us = starts_us.iter().copied().max().unwrap_or(0);
-    if last_start_us > options.agreement_bound_us() {
-        return Ok(()); // too late for agreement to be promised
-    }
+    Ok(())
+}
+
+/// Property 2: the survivors printed the same line, counted the same prefixes and cut at the
+/// same time.
+fn check_agreement(
+    survivors: &[NodeId],
+    counted: &[Vec<u64>],
+    cuts: &[Option<u64>],
+    lines: &[Option<String>],
+) -> Result<(), String> {
     let first = survivors[0];
-    let cuts: Vec<Option<u64>> = (0..nodes)
-        .map(|node| sim.role(node).and_then(Gossip::cut_us))
-        .collect();
-    for &node in &survivors {
+    for &node in survivors {
         if lines[node] != lines[first] {
             return Err(format!(
                 "node {node} printed {:?}, node {first} {:?}",
@@ -411,10 +468,19 @@ fn check(
             ));
         }
     }
-    let agreed = &counted[first];
+    Ok(())
+}
+
+/// Property 4: the cut is the earliest send end heard; every live origin is counted exactly to
+/// it, a crashed one at least as far as a survivor received it directly.
+fn check_cut(
+    sim: &Sim<Gossip, Checker>,
+    survivors: &[NodeId],
+    agreed: &[u64],
+    cut_us: u64,
+) -> Result<(), String> {
     let observer = &sim.world.observer;
     let heard_cut = observer.send_end_us.iter().flatten().min().copied();
-    let cut_us = cuts[first].ok_or("no cut")?;
     if heard_cut != Some(cut_us) {
         return Err(format!(
             "the nodes cut at {cut_us}, but the earliest send end announced is {heard_cut:?}"
@@ -440,23 +506,20 @@ fn check(
             ));
         }
     }
-    if crashed.is_empty() {
-        for &node in &survivors {
-            let complete = sim
-                .role(node)
-                .and_then(|role| role.result)
-                .is_some_and(|(_, c)| c);
-            if !complete {
-                return Err(format!(
-                    "node {node} printed without every stream complete, no crash"
-                ));
-            }
-        }
-    }
-    if crashed.is_empty() && last_start_us + 100_000 < options.send_for_us {
-        let count: u64 = agreed.iter().sum();
-        if count == 0 {
-            return Err("every node started before the cut, yet nothing was agreed".into());
+    Ok(())
+}
+
+/// Property 5: without crashes, every node held every stream to the cut when it printed.
+fn check_complete(sim: &Sim<Gossip, Checker>, survivors: &[NodeId]) -> Result<(), String> {
+    for &node in survivors {
+        let complete = sim
+            .role(node)
+            .and_then(|role| role.result)
+            .is_some_and(|(_, c)| c);
+        if !complete {
+            return Err(format!(
+                "node {node} printed without every stream complete, no crash"
+            ));
         }
     }
     Ok(())

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 
 use super::faults::{self, Fault, Kinds};
+use super::runner::{self, SeedReport};
 use super::{NetConfig, Observer, Sim, SimStats, uniform};
 use crate::node::{Micros, NodeId};
 use crate::roles::checksum::Decimal;
@@ -49,17 +50,42 @@ pub struct Options {
 /// Windows the seeds cycle through.
 pub const WINDOWS: [u64; 3] = [1, 4, 16];
 
+const SEND_US_DEFAULT: Micros = 300_000;
+const GRACE_US_DEFAULT: Micros = 400_000;
+const TICK_US: Micros = 10_000;
+const CLOCK_SKEW: f64 = 0.01;
+/// Drawn phases (`with_drawn_phases`) are at most this long.
+const DRAWN_SEND_US_MAX: Micros = 2_000_000;
+const DRAWN_GRACE_US_MAX: Micros = 1_000_000;
+/// The master's START goes out once every worker is connected; faults strike from then on.
+const FAULTS_START_US: Micros = 50_000;
+/// A planned master crash comes at least this long after the faults start, and before three
+/// quarters of the send phase.
+const MASTER_CRASH_AFTER_US: Micros = 20_000;
+/// The run goes on this long past the grace phase, for anything late to show.
+const RUN_PAST_GRACE_US: Micros = 3_000_000;
+/// Something must have been approved when the send phase lasted this long.
+const PROGRESS_SEND_US_MIN: Micros = 100_000;
+/// Approvals must resume after the last fault healed if it healed this long before the send
+/// phase ended.
+const PROGRESS_AFTER_HEAL_US: Micros = 150_000;
+/// Errors the checker records before it stops collecting them.
+const ERRORS_MAX: usize = 5;
+/// Mixed into the run's seed for drawn phases, and for the master's crash time.
+const PHASES_SEED_SALT: u64 = 0x9A5E_5EED;
+const MASTER_CRASH_SEED_SALT: u64 = 0xC0FFEE;
+
 impl Options {
     pub fn new(workers: usize, seed: u64, faults: Kinds) -> Options {
         Options {
             workers,
             seed,
             faults,
-            send_us: 300_000,
-            grace_us: 400_000,
+            send_us: SEND_US_DEFAULT,
+            grace_us: GRACE_US_DEFAULT,
             window: WINDOWS[(seed % WINDOWS.len() as u64) as usize],
             net: NetConfig {
-                clock_skew: 0.01,
+                clock_skew: CLOCK_SKEW,
                 ..NetConfig::default()
             },
             extra_faults: Vec::new(),
@@ -83,14 +109,14 @@ impl Options {
     /// Phase lengths drawn from the seed, log-uniformly: send 1 µs to 2 s, grace 1 µs to 1 s
     /// (a user typing seconds where microseconds are expected gets the short end).
     pub fn with_drawn_phases(mut self) -> Options {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0x9A5E_5EED);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ PHASES_SEED_SALT);
         let mut draw = |max_us: u64| {
             let bits = 64 - max_us.leading_zeros() as u64;
             let scale = 1u64 << uniform(&mut rng, 0, bits - 1);
             uniform(&mut rng, scale, (2 * scale).min(max_us))
         };
-        self.send_us = draw(2_000_000);
-        self.grace_us = draw(1_000_000);
+        self.send_us = draw(DRAWN_SEND_US_MAX);
+        self.grace_us = draw(DRAWN_GRACE_US_MAX);
         self
     }
 
@@ -100,6 +126,7 @@ impl Options {
     }
 }
 
+#[derive(Default)]
 pub struct Report {
     pub failure: Option<String>,
     pub stats: SimStats,
@@ -107,6 +134,15 @@ pub struct Report {
     pub faults: Vec<(Micros, Fault)>,
     pub trace: Option<String>,
     pub count: u64,
+}
+
+impl SeedReport for Report {
+    fn failed(failure: String) -> Report {
+        Report {
+            failure: Some(failure),
+            ..Report::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -127,7 +163,7 @@ impl Observer for Checker {
         match message {
             Message::RingValue(value) => {
                 let previous = self.values.insert((value.epoch, value.index), value.value);
-                if previous.is_some_and(|v| v != value.value) && self.errors.len() < 5 {
+                if previous.is_some_and(|v| v != value.value) && self.errors.len() < ERRORS_MAX {
                     self.errors.push(format!(
                         "index {} generated twice in epoch {} (by {from})",
                         value.index, value.epoch
@@ -144,7 +180,7 @@ impl Observer for Checker {
                 let clash = approvals
                     .iter()
                     .any(|&(e, v)| e == approve.epoch && v != value);
-                if clash && self.errors.len() < 5 {
+                if clash && self.errors.len() < ERRORS_MAX {
                     self.errors.push(format!(
                         "index {} approved with two values in epoch {}",
                         approve.index, approve.epoch
@@ -159,20 +195,10 @@ impl Observer for Checker {
 }
 
 pub fn run(options: &Options) -> Report {
-    super::catch_panic(|| simulate(options), || options.command()).unwrap_or_else(|failure| {
-        Report {
-            failure: Some(failure),
-            stats: SimStats::default(),
-            lines: Vec::new(),
-            faults: Vec::new(),
-            trace: None,
-            count: 0,
-        }
-    })
+    runner::run_seed(|| simulate(options), || options.command())
 }
 
 fn simulate(options: &Options) -> Report {
-    crate::log::set_level(crate::log::LEVEL_QUIET);
     let workers = options.workers;
     let config = ring::Config {
         workers,
@@ -180,7 +206,7 @@ fn simulate(options: &Options) -> Report {
         send_us: options.send_us,
         grace_us: options.grace_us,
         window: options.window,
-        tick_us: 10_000,
+        tick_us: TICK_US,
     };
     let factory = Box::new(move |node| Ring::new(config.clone(), node));
     let mut sim = Sim::new(
@@ -191,69 +217,16 @@ fn simulate(options: &Options) -> Report {
         factory,
         options.trace,
     );
-    // Faults start once the ring runs (the master waits for every worker first) and heal by
-    // the middle of the grace phase.
-    let start_us = 50_000;
-    let heal_by_us = start_us + options.send_us + options.grace_us / 2;
-    let master_crash = options.master_crash();
-    let plan = faults::Plan {
-        kinds: if master_crash {
-            Kinds::Links
-        } else {
-            options.faults
-        },
-        nodes: workers + 1,
-        start_us,
-        heal_by_us,
-        // Two workers and a crash: a partition first can leave the crashed worker the only
-        // holder of the ring's state (a double fault the ring does not claim to survive).
-        crashes_max: if master_crash || workers < 3 { 0 } else { 1 },
-        restart: true,
-    };
-    let mut schedule: Vec<(Micros, Fault)> = faults::schedule(options.seed, &plan)
-        .into_iter()
-        .map(|(at, fault)| match fault {
-            // Only workers crash (and come back); the master's crash is planned below.
-            Fault::Crash { node } | Fault::Restart { node } if node == workers => {
-                (at, Fault::Pause { node, for_us: 1 })
-            }
-            other => (at, other),
-        })
-        .collect();
-    if master_crash {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed ^ 0xC0FFEE);
-        let at = uniform(
-            &mut rng,
-            start_us + 20_000,
-            start_us + options.send_us * 3 / 4,
-        );
-        schedule.push((at, Fault::Crash { node: workers }));
-    }
-    schedule.extend(options.extra_faults.iter().cloned());
-    schedule.sort_by_key(|(at, _)| *at);
+    let schedule = fault_schedule(options);
     sim.schedule(&schedule);
-    let end_us = start_us + options.send_us + options.grace_us + 3_000_000;
+    let end_us = FAULTS_START_US + options.send_us + options.grace_us + RUN_PAST_GRACE_US;
     sim.run_until(end_us);
     let lines: Vec<Vec<String>> = (0..=workers)
         .map(|node| sim.outputs(node).to_vec())
         .collect();
-    let last_heal_us = schedule
-        .iter()
-        .filter(|(_, fault)| !matches!(fault, Fault::Crash { .. }))
-        .map(|(at, fault)| match fault {
-            Fault::Stall { for_us, .. } | Fault::Pause { for_us, .. } => at + for_us,
-            _ => *at,
-        })
-        .max()
-        .unwrap_or(0);
-    let failure = check(&mut sim, options, &lines, last_heal_us)
+    let failure = check(&mut sim, options, &lines, last_heal_us(&schedule))
         .err()
-        .map(|error| {
-            format!(
-                "{error}\n  faults: {schedule:?}\n  reproduce: {}",
-                options.command()
-            )
-        });
+        .map(|error| runner::failure(&error, &schedule, &options.command()));
     let count = lines[0..workers]
         .iter()
         .flatten()
@@ -270,6 +243,64 @@ fn simulate(options: &Options) -> Report {
     }
 }
 
+/// The seed's faults, from once the ring runs until the middle of the grace phase, with
+/// crashed workers restarted; or, in one seed of four, link breaks and a master crash
+/// mid-send. Then the options' extra faults, all in time order.
+fn fault_schedule(options: &Options) -> Vec<(Micros, Fault)> {
+    let workers = options.workers;
+    let start_us = FAULTS_START_US;
+    let master_crash = options.master_crash();
+    let plan = faults::Plan {
+        kinds: if master_crash {
+            Kinds::Links
+        } else {
+            options.faults
+        },
+        nodes: workers + 1,
+        start_us,
+        heal_by_us: start_us + options.send_us + options.grace_us / 2,
+        // Two workers and a crash: a partition first can leave the crashed worker the only
+        // holder of the ring's state (a double fault the ring does not claim to survive).
+        crashes_max: if master_crash || workers < 3 { 0 } else { 1 },
+        restart: true,
+    };
+    let mut schedule: Vec<(Micros, Fault)> = faults::schedule(options.seed, &plan)
+        .into_iter()
+        .map(|(at, fault)| match fault {
+            // Only workers crash (and come back); the master's crash is planned below.
+            Fault::Crash { node } | Fault::Restart { node } if node == workers => {
+                (at, Fault::Pause { node, for_us: 1 })
+            }
+            other => (at, other),
+        })
+        .collect();
+    if master_crash {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed ^ MASTER_CRASH_SEED_SALT);
+        let at = uniform(
+            &mut rng,
+            start_us + MASTER_CRASH_AFTER_US,
+            start_us + options.send_us * 3 / 4,
+        );
+        schedule.push((at, Fault::Crash { node: workers }));
+    }
+    schedule.extend(options.extra_faults.iter().cloned());
+    schedule.sort_by_key(|(at, _)| *at);
+    schedule
+}
+
+/// When the last fault that ends (everything but a crash) was over.
+fn last_heal_us(schedule: &[(Micros, Fault)]) -> Micros {
+    schedule
+        .iter()
+        .filter(|(_, fault)| !matches!(fault, Fault::Crash { .. }))
+        .map(|(at, fault)| match fault {
+            Fault::Stall { for_us, .. } | Fault::Pause { for_us, .. } => at + for_us,
+            _ => *at,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn check(
     sim: &mut Sim<Ring, Checker>,
     options: &Options,
@@ -280,19 +311,69 @@ fn check(
     if let Some(error) = sim.world.observer.errors.first() {
         return Err(error.clone());
     }
-    // Workers alive at the end that hold the ring's state (a restarted worker that was never
-    // re-admitted and synced prints nothing, by design).
-    // So is a worker left behind in an older epoch (cut off or paused when the ring re-formed,
-    // and not re-admitted before the end): it cannot know the later epochs' result.
-    let epoch = (0..workers)
+    let epoch = last_epoch(sim, workers);
+    let checked = checked_workers(sim, workers, epoch)?;
+    for &worker in &checked {
+        if lines[worker].len() != 1 || !sim.stopped(worker) {
+            return Err(format!("worker {worker} printed {:?}", lines[worker]));
+        }
+    }
+    let first = checked[0];
+    for &worker in &checked {
+        if lines[worker] != lines[first] {
+            return Err(format!(
+                "worker {worker} printed {:?}, worker {first} {:?}",
+                lines[worker], lines[first]
+            ));
+        }
+    }
+    let count = check_reference(sim, &lines[first], epoch)?;
+    let master = workers;
+    if sim.alive(master) {
+        let printed = &lines[master];
+        let verdict = printed.last().map(String::as_str).unwrap_or("");
+        if printed.len() != workers + 1 || !verdict.starts_with("AGREE") {
+            return Err(format!("master printed {printed:?}"));
+        }
+    }
+    let send_end_us = FAULTS_START_US + options.send_us;
+    if count == 0 && options.send_us >= PROGRESS_SEND_US_MIN {
+        return Err("nothing was approved".to_string());
+    }
+    if last_heal_us + PROGRESS_AFTER_HEAL_US < send_end_us
+        && sim.world.observer.last_approval_us <= last_heal_us
+        && sim.alive(master)
+    {
+        return Err(format!(
+            "no approval after the faults healed at {last_heal_us} µs"
+        ));
+    }
+    Ok(())
+}
+
+/// The latest epoch of a live worker that holds the ring's state: the epoch the ring ended in.
+fn last_epoch(sim: &Sim<Ring, Checker>, workers: usize) -> u32 {
+    (0..workers)
         .filter(|&w| sim.alive(w))
         .filter_map(|w| match sim.role(w) {
             Some(Ring::Worker(worker)) if worker.settled() => Some(worker.epoch()),
             _ => None,
         })
         .max()
-        .unwrap_or(0);
-    let mut alive = Vec::new();
+        .unwrap_or(0)
+}
+
+/// Workers alive at the end that hold the ring's state (a restarted worker that was never
+/// re-admitted and synced prints nothing, by design) and ended in the ring's last `epoch` (one
+/// left behind in an older epoch — cut off or paused when the ring re-formed, and not
+/// re-admitted before the end — cannot know the later epochs' result). None is a failure
+/// naming each worker and why it was skipped.
+fn checked_workers(
+    sim: &Sim<Ring, Checker>,
+    workers: usize,
+    epoch: u32,
+) -> Result<Vec<usize>, String> {
+    let mut checked = Vec::new();
     let mut skipped = Vec::new();
     for worker in 0..workers {
         match sim.role(worker) {
@@ -304,31 +385,28 @@ fn check(
                 "worker {worker} was left behind in epoch {} (the ring ended in {epoch})",
                 role.epoch()
             )),
-            Some(Ring::Worker(_)) => alive.push(worker),
+            Some(Ring::Worker(_)) => checked.push(worker),
             _ => skipped.push(format!("worker {worker} has no role")),
         }
     }
-    for &worker in &alive {
-        if lines[worker].len() != 1 || !sim.stopped(worker) {
-            return Err(format!("worker {worker} printed {:?}", lines[worker]));
-        }
-    }
-    let Some(&first) = alive.first() else {
+    if checked.is_empty() {
         return Err(format!("no worker to check: {}", skipped.join("; ")));
-    };
-    for &worker in &alive {
-        if lines[worker] != lines[first] {
-            return Err(format!(
-                "worker {worker} printed {:?}, worker {first} {:?}",
-                lines[worker], lines[first]
-            ));
-        }
     }
-    let count: u64 = lines[first][0]
+    Ok(checked)
+}
+
+/// Properties 2 and 3: every index up to the count the workers printed was approved, and the
+/// line is the sum over the approvals that count (the latest up to `epoch`). Returns the count.
+fn check_reference(
+    sim: &Sim<Ring, Checker>,
+    printed: &[String],
+    epoch: u32,
+) -> Result<u64, String> {
+    let count: u64 = printed[0]
         .split(' ')
         .nth(1)
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| format!("unreadable line {:?}", lines[first]))?;
+        .ok_or_else(|| format!("unreadable line {printed:?}"))?;
     let approved = &sim.world.observer.approved;
     let mut sum = 0u128;
     for index in 1..=count {
@@ -343,31 +421,10 @@ fn check(
         sum += index as u128 * (*value as u128 + 1);
     }
     let expected = format!("SlaveResult {count} {}", Decimal(sum));
-    if lines[first][0] != expected {
+    if printed[0] != expected {
         return Err(format!(
-            "workers printed {:?}, the reference is {expected:?}",
-            lines[first]
+            "workers printed {printed:?}, the reference is {expected:?}"
         ));
     }
-    let master = workers;
-    if sim.alive(master) {
-        let printed = &lines[master];
-        let verdict = printed.last().map(String::as_str).unwrap_or("");
-        if printed.len() != workers + 1 || !verdict.starts_with("AGREE") {
-            return Err(format!("master printed {printed:?}"));
-        }
-    }
-    let send_end_us = 50_000 + options.send_us;
-    if count == 0 && options.send_us >= 100_000 {
-        return Err("nothing was approved".to_string());
-    }
-    if last_heal_us + 150_000 < send_end_us
-        && sim.world.observer.last_approval_us <= last_heal_us
-        && sim.alive(master)
-    {
-        return Err(format!(
-            "no approval after the faults healed at {last_heal_us} µs"
-        ));
-    }
-    Ok(())
+    Ok(count)
 }

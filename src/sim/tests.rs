@@ -1,7 +1,10 @@
 //! The simulator's own semantics, with a probe role that records what it sees.
 
-use super::*;
-use crate::wire::{GossipState, Items, OriginState};
+use super::faults::Fault;
+use super::world::CLOCK_EPOCH_US;
+use super::{NetConfig, Sim};
+use crate::node::{Io, Micros, NodeId, Role, Timer};
+use crate::wire::{GossipState, Items, Message, OriginState};
 
 #[derive(Default)]
 struct Probe {
@@ -171,4 +174,29 @@ fn a_blocked_link_stays_down_until_unblocked() {
         up - CLOCK_EPOCH_US >= 130_000,
         "reconnected only after the partition healed"
     );
+}
+
+#[derive(Debug, PartialEq)]
+struct Verdict(Option<String>);
+
+impl super::SeedReport for Verdict {
+    fn failed(failure: String) -> Verdict {
+        Verdict(Some(failure))
+    }
+}
+
+#[test]
+fn a_seed_that_panics_is_a_failure_with_the_command_that_reproduces_it() {
+    let verdict = super::run_seed(
+        || -> Verdict { panic!("invariant broken at {}", 7) },
+        || "pollen sim probe --seed 7".to_string(),
+    );
+    assert_eq!(
+        verdict,
+        Verdict(Some(
+            "panicked: invariant broken at 7\n  reproduce: pollen sim probe --seed 7".to_string()
+        ))
+    );
+    let verdict = super::run_seed(|| Verdict(None), || unreachable!("no failure, no command"));
+    assert_eq!(verdict, Verdict(None));
 }
