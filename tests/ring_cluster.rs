@@ -88,7 +88,17 @@ fn assert_workers_agree(outcomes: &[Finished], which: &[usize]) -> u64 {
 /// Runs a ring without faults and checks that every worker and the master report the
 /// reference line; returns the agreed count and the master's stderr.
 fn run_and_check(name: &str, window: u64, send_us: u64, grace_us: u64) -> (u64, String) {
-    let mut ring = Ring::start_with(name, 4, window, send_us, grace_us);
+    run_and_check_with(name, 4, window, send_us, grace_us)
+}
+
+fn run_and_check_with(
+    name: &str,
+    size: usize,
+    window: u64,
+    send_us: u64,
+    grace_us: u64,
+) -> (u64, String) {
+    let mut ring = Ring::start_with(name, size, window, send_us, grace_us);
     let started = Instant::now();
     let (workers, master) = ring.finish(started);
     let line = workers[0].1.trim().to_string();
@@ -97,14 +107,16 @@ fn run_and_check(name: &str, window: u64, send_us: u64, grace_us: u64) -> (u64, 
         .nth(1)
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("worker 0 printed {line:?}: {}", workers[0].2));
-    let reference = ring_reference(SEED, 4, window, count);
+    let reference = ring_reference(SEED, size, window, count);
     for (index, (status, stdout, stderr)) in workers.iter().enumerate() {
         assert_eq!(*status, Some(0), "worker {index}: {stderr}");
         assert_eq!(stdout.trim(), reference, "worker {index}: {stderr}");
     }
     assert_eq!(master.0, Some(0), "{}", master.2);
     assert!(
-        master.1.contains("AGREE: 4 of 4 workers reported"),
+        master
+            .1
+            .contains(&format!("AGREE: {size} of {size} workers reported")),
         "{}",
         master.1
     );
@@ -170,4 +182,15 @@ fn workers_finish_and_agree_after_the_master_is_killed_during_send() {
     assert_workers_agree(&workers, &[0, 1, 2, 3]);
     // They stopped on the schedule the master gave them, not at the test's time limit.
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A ring of one worker: its values go round through itself, as long as the send phase lasts
+/// (it once stopped after its first window).
+#[test]
+fn a_ring_of_one_worker_keeps_turning() {
+    let _serial = serial();
+    for window in [1, 64] {
+        let (count, _) = run_and_check_with("ring-of-one", 1, window, 500_000, 100_000);
+        assert!(count > 10 * window, "window {window}: only {count} values");
+    }
 }

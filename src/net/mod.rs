@@ -308,9 +308,12 @@ impl<R: Role> Driver<R> {
         }
     }
 
-    /// Delivers frames the role sent to itself, after the handler that sent them returned.
+    /// Delivers the frames the role sent to itself, after the handler that sent them
+    /// returned: those queued so far. What their handlers send to themselves waits for
+    /// the next loop iteration (the poll then does not block), so a node that keeps messaging
+    /// itself — a ring of one — still reads its sockets and fires its timers.
     fn deliver_local(&mut self) {
-        while !self.io.local.is_empty() {
+        if !self.io.local.is_empty() {
             std::mem::swap(&mut self.io.local, &mut self.local_spare);
             let mut at = 0;
             let node = self.io.node;

@@ -9,6 +9,9 @@ use crate::node::{ClientId, Io, Micros, NodeId, Timer, TimerKey};
 use crate::wire::Message;
 use crate::wire::client::Reply;
 
+/// Virtual time between a self-send and its delivery: one loop iteration of the real driver.
+const LOCAL_DELIVERY_US: Micros = 10;
+
 pub(super) struct SimIo<'a, O: Observer> {
     pub(super) world: &'a mut World<O>,
     pub(super) node: NodeId,
@@ -31,7 +34,11 @@ impl<O: Observer> Io for SimIo<'_, O> {
             // Self-sends never touch the network.
             let frame = world.encode(message);
             let incarnation = world.nodes[to].incarnation;
-            world.push_for(world.now, to, incarnation, Action::Local { frame });
+            // The real driver hands a self-send to the role in its next loop iteration; here
+            // that iteration costs 10 µs, so a node that keeps messaging itself (a
+            // ring of one) lets virtual time, and its timers, move on.
+            let at = world.now + LOCAL_DELIVERY_US;
+            world.push_for(at, to, incarnation, Action::Local { frame });
             return true;
         }
         let bytes = message.encoded_len();

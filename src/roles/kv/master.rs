@@ -999,7 +999,11 @@ impl Master {
         }
         if command.is(0, "DEL") || command.is(0, "EXISTS") {
             if arguments < 2 {
-                return Some(wrong("del"));
+                return Some(wrong(if command.is(0, "DEL") {
+                    "del"
+                } else {
+                    "exists"
+                }));
             }
             let delete = command.is(0, "DEL");
             let pendings = (1..arguments)

@@ -68,8 +68,16 @@ impl Worker {
             k: value.k,
         });
         let own = from == self.node;
+        if own {
+            // Alone in the ring: our own value comes back to us as our parent's (it was stored,
+            // and approved, when we generated it — and may be folded already): the next turn.
+            if self.members.len() == 1 && value.epoch == self.epoch {
+                self.generate(io, value.k + self.window);
+            }
+            return;
+        }
         let Some(slot) = self.slot(value.index) else {
-            if value.index <= self.prefix && !own {
+            if value.index <= self.prefix {
                 io.send(from, &confirm); // a resend of something long approved
             }
             return;
@@ -84,18 +92,16 @@ impl Worker {
             };
             self.stats.received += 1;
         }
-        if !own {
-            io.send(from, &confirm);
-        }
+        io.send(from, &confirm);
         let parent_turn = self.position_of(value.k)
             == (self.position + self.members.len() - 1) % self.members.len()
             && from == self.parent();
-        if first && parent_turn && !own {
+        if first && parent_turn {
             // A hop: the parent sent it, we take the next turn now.
             let latency = io.now().saturating_sub(value.sent_us).max(1);
             let _ = self.hops.record(latency.min(HOP_US_MAX));
         }
-        if (first || own) && parent_turn {
+        if first && parent_turn {
             self.generate(io, value.k + self.window);
         }
     }
