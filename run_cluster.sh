@@ -47,8 +47,10 @@ stagger=
 data_dir=
 fsync=
 role_args=()
+role_given=0
 if [[ $# -gt 0 && $1 != -* ]]; then
   role=$1
+  role_given=1
   shift
 fi
 # The value of option $1, which must be there.
@@ -66,7 +68,13 @@ while [[ $# -gt 0 ]]; do
     --fsync) value "$@"; fsync=$2; shift 2 ;;
     -h | --help) usage ;;
     --) shift; role_args=("$@"); break ;;
-    *) die "unknown option $1" ;;
+    -*) die "unknown option $1" ;;
+    *)
+      [[ $role_given -eq 0 ]] || die "unexpected argument $1 (ROLE ARGS go after --)"
+      role=$1
+      role_given=1
+      shift
+      ;;
   esac
 done
 case $role in
@@ -97,6 +105,14 @@ fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 binary=${POLLEN_BIN:-$here/target/release/pollen}
+[[ -z ${POLLEN_BIN:-} || -x $POLLEN_BIN ]] || die "POLLEN_BIN=$POLLEN_BIN is not an executable"
+for arg in "${role_args[@]}"; do
+  if [[ $arg == --help ]]; then
+    # The role's own help, not NODES copies of it.
+    [[ -x $binary ]] || (cd "$here" && cargo build --release)
+    exec "$binary" "$role" --help
+  fi
+done
 # cargo shows its progress (a first build takes minutes); an up-to-date build prints one line.
 if [[ -n $perf_node && -z ${POLLEN_BIN:-} ]]; then
   # Frame pointers cannot be set per Cargo profile on stable; a separate target directory keeps
@@ -148,6 +164,29 @@ error_of() {
   grep -m 1 '^pollen' "$1" 2>/dev/null || tail -n 1 "$1" 2>/dev/null || true
 }
 
+# After the master has exited: workers that never reached it would wait for it forever; give
+# them a moment to finish on their own, then stop them.
+stopped=()
+stop_orphans() {
+  local pid deadline=$((SECONDS + 2))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do
+      sleep 0.1
+    done
+    if kill "$pid" 2>/dev/null; then
+      stopped+=("$pid")
+    fi
+  done
+}
+
+# Warnings the nodes logged, on the terminal (the rest stays in the run folder).
+show_warnings() {
+  local file
+  for file in "$run_dir"/*.err; do
+    grep -h "warning" "$file" 2>/dev/null | sed "s|^|$(basename "$file" .err): |" >&2 || true
+  done
+}
+
 # Waits for every node; prints each failure's reason. Sets `failed` (1) and `usage_failed` (a
 # node refused its arguments: exit 2).
 failed=0
@@ -157,7 +196,9 @@ wait_nodes() {
   for index in "${!pids[@]}"; do
     status=0
     wait "${pids[$index]}" || status=$?
-    if [[ $status -ne 0 ]]; then
+    if [[ " ${stopped[*]} " == *" ${pids[$index]} "* ]]; then
+      echo "node $index stopped: its master had gone" >&2
+    elif [[ $status -ne 0 ]]; then
       echo "node $index exited with status $status: $(error_of "$run_dir/node-$index.err")" >&2
       failed=1
       [[ $status -ne 2 ]] || usage_failed=1
@@ -210,13 +251,15 @@ if [[ $role == kv ]]; then
       echo "the master exited with status $status: $(error_of "$run_dir/master.err")" >&2
     fi
     unset 'pids[-1]'
-    wait_nodes 2>/dev/null || true
+    stop_orphans
+    wait_nodes || true
     echo "logs: $run_dir"
-    exit $status
+    exit $((status == 2 || usage_failed ? 2 : status))
   fi
   script='SET greeting "hello world"\nGET greeting\nSET n 1\nDEL n\nGET n\nNODES\nQUIT\n'
   status=0
   printf "$script" | "${master[@]}" >"$run_dir/master.out" 2>"$run_dir/master.err" || status=$?
+  stop_orphans
   wait_nodes
   cat "$run_dir/master.out"
   echo "logs: $run_dir"
@@ -224,6 +267,7 @@ if [[ $role == kv ]]; then
     echo "the master exited with status $status: $(error_of "$run_dir/master.err")" >&2
     exit $((status == 2 ? 2 : 1))
   fi
+  [[ $usage_failed -eq 0 ]] || exit 2
   expected=$'OK\n"hello world"\nOK\n(integer) 1\n(nil)'
   if [[ $(head -n 5 "$run_dir/master.out") == "$expected" ]] && grep -q "every key has" "$run_dir/master.out" \
     && ! grep -q "NOT every key" "$run_dir/master.out"; then
@@ -241,7 +285,8 @@ if [[ $role == lamport ]]; then
     exit $((usage_failed ? 2 : 1))
   fi
   "$binary" lamport analyze --plots "$run_dir/plots" --shiviz "$run_dir/shiviz.log" \
-    "$run_dir"/machine-*.csv | tee "$run_dir/analysis.md"
+    "$run_dir"/machine-*.csv 2>"$run_dir/analyze.err" | tee "$run_dir/analysis.md"
+  cat "$run_dir/analyze.err" >&2
   echo "logs: $run_dir (machine-N.csv, shiviz.log, analysis.md, plots/*.svg)"
   exit 0
 fi
@@ -263,6 +308,7 @@ if [[ $role == ring ]]; then
 fi
 
 wait_nodes
+show_warnings
 for index in $(seq 0 $((nodes - 1))); do
   printf 'node %d: %s\n' "$index" "$(cat "$run_dir/node-$index.out")"
 done

@@ -15,14 +15,21 @@ fn script() -> Command {
     command
 }
 
+/// Runs the script (bounded: 60 s, then killed): (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = script().args(args).stdin(Stdio::null()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let mut child = script()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) =
+        common::finish_child(&mut child, Instant::now() + Duration::from_secs(60));
     if let Some(dir) = logs_dir(&stdout) {
         let _ = std::fs::remove_dir_all(dir);
     }
-    (output.status.code(), stdout, stderr)
+    (code, stdout, stderr)
 }
 
 /// The run folder a `logs: DIR` line names.
@@ -61,6 +68,23 @@ fn a_node_refusing_its_arguments_is_shown_and_exits_2() {
         stderr.contains("node 0 exited with status 2: pollen: error: Unrecognized option: 'bogus'"),
         "{stderr}"
     );
+}
+
+/// A kv master refusing its arguments: its error is shown, the workers waiting for it are
+/// stopped, and the script exits 2 (it used to wait for them forever).
+#[test]
+fn a_kv_master_refusing_its_arguments_ends_the_run_with_2() {
+    let _serial = common::serial();
+    for smoke in [false, true] {
+        let mut args = vec!["kv", "-n", "2"];
+        if smoke {
+            args.push("--smoke");
+        }
+        args.extend(["--", "--replicas", "0"]);
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, Some(2), "smoke {smoke}: {stdout}\n{stderr}");
+        assert!(stderr.contains("--replicas must be"), "{stderr}");
+    }
 }
 
 #[test]
