@@ -407,8 +407,8 @@ impl Master {
             self.evicted[peer] = false;
             self.last_heard[peer] = io.now();
             info!("master: worker {peer} joined");
-            self.new_membership(io);
-            self.joined[peer] = self.epoch;
+            // It enters the membership when its greeting arrives (the next frame it sends):
+            // by then the master knows the versions it holds and stamps new writes above them.
         }
     }
 
@@ -758,6 +758,8 @@ impl Master {
                 self.fsync[from] = fsync;
                 self.greeted[from] = true;
                 self.raise_version(result.version);
+                self.new_membership(io);
+                self.joined[from] = self.epoch;
                 self.ready_when_all_greeted(io);
                 continue;
             }
