@@ -167,7 +167,7 @@ fn repl_session_through_a_pipe() {
             "(integer) 1",
             "(nil)",
             "ERR unknown command 'BOGUS'",
-            "ERR syntax error (SET key value; options are not supported)",
+            "ERR wrong number of arguments for 'set' command",
             "OK",
             "ERR usage: KILL <worker 0..2>",
             "\"hello world\"",

@@ -127,9 +127,20 @@ pub(super) fn run(args: &[String]) -> Result<(), Exit> {
     };
     let driver = args::start_driver(config, role)?;
     if is_master {
+        let port = driver
+            .client_address()
+            .map_or(settings.resp_port, |a| a.port());
         info!(
-            "kv master: {} workers, {} replicas, Redis clients on port {}",
-            members.workers, settings.replicas, settings.resp_port
+            "kv master: {} workers, {} replicas, Redis clients on port {port}",
+            members.workers, settings.replicas
+        );
+    } else {
+        let own = driver
+            .local_address()
+            .map_err(|e| Exit::Failure(e.to_string()))?;
+        info!(
+            "worker {}: waiting for a master to connect to {own}",
+            members.node
         );
     }
     args::run_driver(driver)?;
@@ -143,7 +154,11 @@ fn settings(matches: &Matches) -> Result<Settings, Exit> {
     let (is_master, port) = match free.as_slice() {
         ["slave" | "worker", port] => (false, *port),
         ["master", port] => (true, *port),
-        _ => return Err(Exit::Usage("kv: bad arguments (try --help)".to_string())),
+        _ => {
+            return Err(Exit::Usage(
+                "kv: expected `slave PORT` or `master PORT` (try --help)".to_string(),
+            ));
+        }
     };
     let port = args::positional_port("kv", port)?;
     let host = args::host(matches);

@@ -64,6 +64,11 @@ enum Exit {
 }
 
 pub fn main(args: &[String]) -> i32 {
+    if args.get(1).is_some_and(|word| word == "help") && args.len() > 2 {
+        // `pollen help gossip` is `pollen gossip --help`.
+        let asked = [args[0].clone(), args[2].clone(), "--help".to_string()];
+        return main(&asked);
+    }
     let command = args.get(1).map(String::as_str);
     let rest = args.get(2..).unwrap_or(&[]);
     let result = match command {

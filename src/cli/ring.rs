@@ -59,7 +59,13 @@ fn words(free: &[String]) -> Result<Words<'_>, Exit> {
         ["master", host, port, send, grace, seed] => {
             (true, *host, *port, Some((*send, *grace, *seed)))
         }
-        _ => return Err(Exit::Usage("ring: bad arguments (try --help)".to_string())),
+        _ => {
+            return Err(Exit::Usage(
+                "ring: expected `slave HOST PORT` or `master HOST PORT SEND_US GRACE_US SEED` \
+                 (try --help)"
+                    .to_string(),
+            ));
+        }
     };
     let port = args::positional_port("ring", port)?;
     let parse_u64 = |name: &str, text: &str| -> Result<u64, Exit> {

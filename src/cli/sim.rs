@@ -29,7 +29,12 @@ const LAMPORT_DURATION_US_DEFAULT: Micros = 60_000_000;
 fn options() -> Options {
     let mut options = Options::new();
     args::common_options(&mut options);
-    options.optopt("", "nodes", "gossip nodes / ring workers (default 4)", "N");
+    options.optopt(
+        "",
+        "nodes",
+        "gossip nodes, ring and kv workers, lamport machines (default 4)",
+        "N",
+    );
     options.optopt("", "seed", "first simulation seed (default 0)", "S");
     options.optopt(
         "",
@@ -43,7 +48,12 @@ fn options() -> Options {
         "none|links|partitions|crashes|all (default all)",
         "KIND",
     );
-    options.optopt("", "send-for", "virtual seconds of sending", "SECS");
+    options.optopt(
+        "",
+        "send-for",
+        "virtual seconds of sending (kv: of client load; lamport: of the experiment)",
+        "SECS",
+    );
     options.optopt(
         "",
         "wait-for",
@@ -146,6 +156,7 @@ pub(super) fn run(args: &[String]) -> Result<(), Exit> {
     if !(nodes_min..=64).contains(&nodes) {
         return Err(Exit::Usage(format!("--nodes must be {nodes_min}..=64")));
     }
+    role_options_fit(&matches, role)?;
     let first: u64 = number(&matches, "seed", 0)?;
     let seeds: u64 = number(&matches, "seeds", 1)?;
     let kinds: Kinds = matches
@@ -322,6 +333,37 @@ fn run_seeds(first: u64, seeds: u64, run_one: &Runner) -> Result<(), Exit> {
     );
     if failures > 0 {
         return Err(Exit::Failure(format!("{failures} of {seeds} seeds failed")));
+    }
+    Ok(())
+}
+
+/// The options that only some roles read, and which: given to another role, they would be
+/// ignored without a word.
+const ROLE_OPTIONS: [(&str, &[&str]); 11] = [
+    ("with-seed", &["gossip"]),
+    ("batch", &["gossip"]),
+    ("start-spread", &["gossip"]),
+    ("window", &["ring"]),
+    ("draw-phases", &["ring"]),
+    ("fsync", &["kv"]),
+    ("heavy", &["kv"]),
+    ("log-dir", &["lamport"]),
+    ("rate-range", &["lamport"]),
+    ("internal-max", &["lamport"]),
+    ("wait-for", &["gossip", "ring"]),
+];
+
+fn role_options_fit(matches: &Matches, role: &str) -> Result<(), Exit> {
+    for (option, roles) in ROLE_OPTIONS {
+        if matches.opt_present(option) && !roles.contains(&role) {
+            return Err(Exit::Usage(format!(
+                "--{option} is for sim {} only",
+                roles.join("|")
+            )));
+        }
+    }
+    if role == "lamport" && matches.opt_present("faults") {
+        return Err(Exit::Usage("sim lamport injects no faults".to_string()));
     }
     Ok(())
 }

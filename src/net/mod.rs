@@ -180,6 +180,12 @@ impl<R: Role> Driver<R> {
         self.io.listener.local_addr()
     }
 
+    /// Where Redis clients connect, if this node serves them (port 0 resolved).
+    pub fn client_address(&self) -> Option<SocketAddr> {
+        let listener = self.io.client_listener.as_ref()?;
+        listener.local_addr().ok()
+    }
+
     /// Runs until the role calls `stop`, then flushes what it queued. Returns the role (for its
     /// results and statistics) and the driver's byte counts.
     pub fn run(mut self) -> std::io::Result<(R, Stats)> {

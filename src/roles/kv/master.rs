@@ -425,7 +425,12 @@ impl Master {
         let Some(backlog) = self.backlog.take() else {
             return;
         };
-        info!("master: serving clients with workers {:?} up", self.live());
+        let live = self.live();
+        if live.is_empty() {
+            info!("master: no worker is up; serving clients (their commands fail until one is)");
+        } else {
+            info!("master: serving clients with workers {live:?} up");
+        }
         for (client, backlogged) in backlog {
             let args = match backlogged {
                 Backlogged::Command(args) => args,
@@ -982,7 +987,10 @@ impl Master {
             return Some(Entry::One(self.read(io, kind, command.arg(1))));
         }
         if command.is(0, "SET") {
-            if arguments != 3 {
+            if arguments < 3 {
+                return Some(wrong("set"));
+            }
+            if arguments > 3 {
                 return Some(Entry::Now(Owned::Error(
                     "ERR syntax error (SET key value; options are not supported)".into(),
                 )));
@@ -1044,10 +1052,18 @@ impl Master {
             return Some(Entry::AllOk(pendings));
         }
         if command.is(0, "DBSIZE") {
-            return Some(self.stats(io, false));
+            return Some(if arguments == 1 {
+                self.stats(io, false)
+            } else {
+                wrong("dbsize")
+            });
         }
         if command.is(0, "NODES") {
-            return Some(self.stats(io, true));
+            return Some(if arguments == 1 {
+                self.stats(io, true)
+            } else {
+                wrong("nodes")
+            });
         }
         if command.is(0, "INFO") {
             return Some(Entry::Now(Owned::Lines(self.info().into_bytes())));

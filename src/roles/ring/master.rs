@@ -448,8 +448,10 @@ impl Master {
             "DISAGREE"
         };
         io.output(format_args!(
-            "{verdict}: {reporting} of {} workers reported, {} epochs",
-            self.config.workers, self.epoch
+            "{verdict}: {reporting} of {} workers reported, {} epoch{}",
+            self.config.workers,
+            self.epoch,
+            if self.epoch == 1 { "" } else { "s" }
         ));
         self.agreed = Some(reporting > 0 && agree);
         io.stop();
