@@ -21,7 +21,8 @@
 //! a warning. Nothing read from the file sizes an allocation beyond `RECORD_BYTES_MAX`.
 //!
 //! `Journal` is the boundary the worker sees; `file::FileJournal` implements it over a real
-//! directory and `sim::disk` over a simulated disk that loses what was not synced at a crash.
+//! directory and `mem` over a simulated disk that loses what was not synced at a crash (the
+//! simulator and the kv role's tests use it).
 
 pub mod file;
 pub mod mem;

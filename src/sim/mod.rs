@@ -35,10 +35,9 @@
 //! - `trace.rs`: the trace lines and message summaries;
 //! - `faults.rs`: fault schedules drawn from a seed;
 //! - `runner.rs`: one seed's run (quiet logs, a panic turned into a failed report), shared by
-//!   the roles' sims and checkers: `gossip.rs`, `ring.rs`, `kv.rs`, `lamport.rs`;
-//! - `disk.rs`: the in-memory disk kv workers log to, re-exported from `journal::mem`.
+//!   the roles' sims and checkers: `gossip.rs`, `ring.rs`, `kv.rs`, `lamport.rs` (kv workers
+//!   log to the in-memory disk of `journal::mem`).
 
-pub mod disk;
 pub mod faults;
 pub mod gossip;
 pub mod kv;
