@@ -317,89 +317,127 @@ fn cluster_name_too_long() -> String {
     "x".repeat(300)
 }
 
-#[test]
-fn gossip_refuses_a_cluster_name_too_long_for_the_handshake() {
-    let (dir, port) = one_node_peers("cli-cluster-gossip");
+/// Runs `role` as one node of a one-node cluster with `args` (`{port}`, `{peers}` filled in)
+/// and a cluster name too long for the handshake: it must refuse it as a usage error.
+fn refuses_a_cluster_name_too_long(role: &str, args: &[&str]) {
+    let (dir, port) = one_node_peers(&format!("cli-cluster-{role}"));
     let peers = dir.join("peers.txt");
     let cluster = cluster_name_too_long();
-    assert_usage_error(
-        &[
-            "gossip",
-            "-p",
-            &port,
-            "--peer-config-file",
-            peers.to_str().unwrap(),
-            "--send-for",
-            "0.1",
-            "--wait-for",
-            "0.1",
-            "--cluster",
-            &cluster,
-        ],
+    let mut full = vec![role];
+    for arg in args {
+        full.push(match *arg {
+            "{port}" => &port,
+            other => other,
+        });
+    }
+    full.extend([
+        "--peer-config-file",
+        peers.to_str().unwrap(),
         "--cluster",
-    );
+        &cluster,
+    ]);
+    assert_usage_error(&full, "--cluster");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn gossip_refuses_a_cluster_name_too_long_for_the_handshake() {
+    let args = ["-p", "{port}", "--send-for", "0.1", "--wait-for", "0.1"];
+    refuses_a_cluster_name_too_long("gossip", &args);
 }
 
 #[test]
 fn ring_refuses_a_cluster_name_too_long_for_the_handshake() {
-    let (dir, port) = one_node_peers("cli-cluster-ring");
-    let peers = dir.join("peers.txt");
-    let cluster = cluster_name_too_long();
-    assert_usage_error(
-        &[
-            "ring",
-            "slave",
-            "127.0.0.1",
-            &port,
-            "--peer-config-file",
-            peers.to_str().unwrap(),
-            "--cluster",
-            &cluster,
-        ],
-        "--cluster",
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    refuses_a_cluster_name_too_long("ring", &["slave", "127.0.0.1", "{port}"]);
 }
 
 #[test]
 fn kv_refuses_a_cluster_name_too_long_for_the_handshake() {
-    let (dir, port) = one_node_peers("cli-cluster-kv");
-    let peers = dir.join("peers.txt");
-    let cluster = cluster_name_too_long();
-    assert_usage_error(
-        &[
-            "kv",
-            "slave",
-            &port,
-            "--peer-config-file",
-            peers.to_str().unwrap(),
-            "--cluster",
-            &cluster,
-        ],
-        "--cluster",
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    refuses_a_cluster_name_too_long("kv", &["slave", "{port}"]);
 }
 
 #[test]
 fn lamport_refuses_a_cluster_name_too_long_for_the_handshake() {
-    let (dir, port) = one_node_peers("cli-cluster-lamport");
-    let peers = dir.join("peers.txt");
-    let cluster = cluster_name_too_long();
-    assert_usage_error(
-        &[
-            "lamport",
-            "-p",
-            &port,
-            "--peer-config-file",
-            peers.to_str().unwrap(),
-            "--duration",
-            "0.1",
-            "--cluster",
-            &cluster,
-        ],
-        "--cluster",
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    refuses_a_cluster_name_too_long("lamport", &["-p", "{port}", "--duration", "0.1"]);
+}
+
+/// The README's Layout names every source file under `src/` (itself or by its folder) and
+/// nothing that does not exist: a newcomer's map of the tree stays true as files move.
+#[test]
+fn the_readme_layout_names_every_source_file_and_only_files_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Layout")
+        .nth(1)
+        .expect("README has a Layout section");
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("Layout has a code block");
+    let mut named: Vec<String> = Vec::new();
+    for line in block.lines().skip(1) {
+        if line.is_empty() || line.starts_with(' ') {
+            continue; // a description's continuation
+        }
+        // The path column: one word, or words joined by commas (`src/log.rs, peers.rs`).
+        let mut entries = Vec::new();
+        for word in line.split_whitespace() {
+            entries.push(word.trim_end_matches(','));
+            if !word.ends_with(',') {
+                break;
+            }
+        }
+        let mut folder = String::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let path = if index == 0 {
+                folder = entry.rfind('/').map_or("", |at| &entry[..=at]).to_string();
+                entry.to_string()
+            } else {
+                format!("{folder}{entry}")
+            };
+            named.extend(expand_braces(&path));
+        }
+    }
+    assert!(named.len() > 20, "too few entries parsed: {named:?}");
+    for path in &named {
+        let exists = match path.split_once('*') {
+            Some((folder, _)) => root.join(folder).is_dir(),
+            None => root.join(path).exists(),
+        };
+        assert!(
+            exists,
+            "the README Layout names {path}, which does not exist"
+        );
+    }
+    let mut sources = Vec::new();
+    let mut folders = vec![root.join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let relative = path.strip_prefix(root).unwrap();
+                sources.push(relative.to_str().unwrap().to_string());
+            }
+        }
+    }
+    for source in &sources {
+        let covered = named
+            .iter()
+            .any(|entry| entry == source || (entry.ends_with('/') && source.starts_with(entry)));
+        assert!(covered, "the README Layout does not name {source}");
+    }
+}
+
+/// `a/{b,c}.rs` → `a/b.rs`, `a/c.rs` (one pair of braces, as the Layout writes them).
+fn expand_braces(path: &str) -> Vec<String> {
+    let (Some(open), Some(close)) = (path.find('{'), path.find('}')) else {
+        return vec![path.to_string()];
+    };
+    path[open + 1..close]
+        .split(',')
+        .map(|choice| format!("{}{choice}{}", &path[..open], &path[close + 1..]))
+        .collect()
 }

@@ -942,3 +942,72 @@ fn shutdown_over_resp_and_honest_errors() {
     let (output, _) = repl_transcript(&mut lonely, "NODES\nQUIT\n");
     assert!(output.contains("no worker is up"), "{output}");
 }
+
+/// A master serves at most 1 024 RESP clients at once: all of them are answered, the one past
+/// the cap is closed as it is accepted (and the log says why), and once a client leaves a new
+/// one takes its place. Without the cap the clients would take the connection slots the
+/// master's workers need.
+#[test]
+fn a_client_past_the_cap_is_closed_and_the_rest_are_served() {
+    let _serial = serial();
+    let mut store = Store::new("kv-client-cap", 2, &[]);
+    for worker in 0..2 {
+        store.start_worker(worker);
+    }
+    let log = store.dir.join("master.log");
+    let workers = store.workers.len();
+    let args: Vec<String> = [
+        "master",
+        &store.ports[workers].to_string(),
+        "--replicas",
+        "2",
+        "--resp-port",
+        &store.resp_port.to_string(),
+        "--no-repl",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    store.master = Some(store.spawn(&args, Stdio::null(), stderr));
+    let mut clients: Vec<Resp> = vec![common::serving_store(store.resp_port)];
+    while clients.len() < 1024 {
+        clients.push(store.connect());
+    }
+    for (index, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.call(&["PING"]), "PONG", "client {index}");
+    }
+    // The 1 025th: accepted by the kernel, closed by the master before it reads a byte.
+    let mut crowded = store.connect();
+    let _ = crowded.stream.write_all(b"PING\r\n");
+    let mut byte = [0u8; 1];
+    let outcome = crowded.stream.read(&mut byte);
+    assert!(
+        matches!(outcome, Ok(0) | Err(_)),
+        "the client past the cap was served: {outcome:?}"
+    );
+    // Every one of the 1 024 still has its store.
+    for (index, client) in clients.iter_mut().enumerate().step_by(97) {
+        let key = format!("key-{index}");
+        assert_eq!(client.call(&["SET", &key, "v"]), "OK", "client {index}");
+        assert_eq!(client.call(&["GET", &key]), "v", "client {index}");
+    }
+    // One leaves; a newcomer is served in its place (the master notices the close first).
+    drop(clients.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut newcomer = loop {
+        let mut newcomer = store.connect();
+        newcomer.send(&[b"PING"]);
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut newcomer.reader, &mut line).is_ok_and(|n| n > 0) {
+            assert_eq!(line, "+PONG\r\n");
+            break newcomer;
+        }
+        assert!(Instant::now() < deadline, "no place freed for a newcomer");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(newcomer.call(&["GET", "key-0"]), "v");
+    let log = std::fs::read_to_string(log).unwrap();
+    drop(store);
+    assert!(log.contains("1024 clients connected"), "{log}");
+}

@@ -89,9 +89,27 @@ fn a_kv_master_refusing_its_arguments_ends_the_run_with_2() {
 
 #[test]
 fn sigterm_stops_every_node_and_names_the_logs() {
+    a_signal_stops_every_node_and_names_the_logs("-TERM", false);
+}
+
+/// Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the script, and
+/// its nodes, which a non-interactive shell starts with SIGINT ignored. Only the script's trap
+/// can stop them.
+#[test]
+fn ctrl_c_stops_every_node_and_names_the_logs() {
+    a_signal_stops_every_node_and_names_the_logs("-INT", true);
+}
+
+/// Starts a kv cluster through the script, sends `signal` to the script (or, with
+/// `to_group`, to its process group, as a terminal does), and checks that the script exits
+/// 130 naming its run folder and that no process it started is left. Every wait is bounded:
+/// on failure, the nodes still running are killed before the test fails.
+fn a_signal_stops_every_node_and_names_the_logs(signal: &str, to_group: bool) {
+    use std::os::unix::process::CommandExt;
     let _serial = common::serial();
     let mut child = script()
         .args(["kv", "-n", "2"])
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,33 +138,53 @@ fn sigterm_stops_every_node_and_names_the_logs() {
             })
             .collect()
     };
+    let fail = |child: &mut std::process::Child, why: String| -> ! {
+        let _ = child.kill();
+        for pid in running() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("{why}");
+    };
     let started = Instant::now();
     while running().len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nodes did not start"
-        );
+        if started.elapsed() > Duration::from_secs(10) {
+            fail(&mut child, "nodes did not start".to_string());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let target = if to_group {
+        format!("-{}", child.id())
+    } else {
+        child.id().to_string()
+    };
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, "--", &target])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            fail(&mut child, format!("the script ignored {signal}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("interrupted") && stderr.contains(&dir),
-        "{stderr}"
-    );
+    if status.code() != Some(130) || !(stderr.contains("interrupted") && stderr.contains(&dir)) {
+        fail(&mut child, format!("{status:?}: {stderr}"));
+    }
     let started = Instant::now();
     while !running().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "left running: {:?}",
-            running()
-        );
+        if started.elapsed() > Duration::from_secs(5) {
+            fail(&mut child, format!("left running: {:?}", running()));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -80,9 +80,13 @@ pub(super) enum CloseReason {
 impl CloseReason {
     /// Port scans and connection storms end this way: not worth a log line each for a
     /// connection that never said who it is (evictions are counted in the once-a-second
-    /// summary instead).
+    /// summary instead; a storm that ends resets every connection it still holds).
     fn is_routine(&self) -> bool {
-        matches!(self, CloseReason::ClosedByPeer | CloseReason::Evicted)
+        match self {
+            CloseReason::ClosedByPeer | CloseReason::Evicted => true,
+            CloseReason::Io(error) => error.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
     }
 }
 

@@ -426,7 +426,8 @@ pub fn finish_child(child: &mut Child, deadline: Instant) -> (Option<i32>, Strin
 }
 
 /// Feeds `script` to a REPL on the child's stdin (then closes it) and reads everything it
-/// prints until it exits: (stdout, whether it exited 0).
+/// prints until it exits, at most 60 s (then it is killed and counts as a failure): (stdout,
+/// whether it exited 0).
 pub fn repl_transcript(child: &mut Child, script: &str) -> (String, bool) {
     child
         .stdin
@@ -434,15 +435,26 @@ pub fn repl_transcript(child: &mut Child, script: &str) -> (String, bool) {
         .expect("stdin piped")
         .write_all(script.as_bytes())
         .unwrap();
-    let mut output = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout piped")
-        .read_to_string(&mut output)
-        .unwrap();
-    let success = child.wait().unwrap().success();
-    (output, success)
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn(move || {
+        let mut output = String::new();
+        let _ = stdout.read_to_string(&mut output);
+        output
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let success = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            eprintln!("the REPL did not exit within 60 s; killed");
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (reader.join().unwrap(), success)
 }
 
 /// Fails with every broken seed's message, or prints how many passed.

@@ -554,3 +554,100 @@ impl Master {
         assert!(self.missing.windows(2).all(|pair| pair[0] < pair[1]));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            workers: 3,
+            seed: 7,
+            send_us: 2_000_000,
+            grace_us: 1_000_000,
+            window: 8,
+            tick_us: 10_000,
+        }
+    }
+
+    /// A master re-forming epoch 2 of a ring of workers 0 and 2 (worker 1 down), worker 0
+    /// having sent its frozen report: a state every handler may leave behind.
+    fn reforming() -> Master {
+        let mut master = Master::new(config());
+        master.phase = MasterPhase::Reforming;
+        master.epoch = 2;
+        master.epochs = vec![vec![0, 1, 2], vec![0, 2]];
+        master.members = vec![0, 2];
+        master.up = vec![true, false, true];
+        master.up_since_us = vec![10, 10, 10];
+        master.down_since_us = vec![0, 500, 0];
+        master.send_end_us = 2_000_000;
+        master.stop_us = 3_000_000;
+        master.announced_us = 600;
+        master.reform_started_us = 700;
+        master.next = 40;
+        master.missing = vec![3, 17];
+        master.reports[0] = Some(FrozenReport {
+            trusted: true,
+            prefix: 12,
+            approved: vec![14],
+        });
+        master
+    }
+
+    fn refused(what: &str, break_it: impl FnOnce(&mut Master)) {
+        let mut master = reforming();
+        break_it(&mut master);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            master.invariants();
+        }));
+        assert!(outcome.is_err(), "invariants accepted {what}");
+    }
+
+    #[test]
+    fn invariants_accept_sound_states_and_refuse_broken_ones() {
+        Master::new(config()).invariants();
+        reforming().invariants();
+        let mut running = reforming();
+        running.phase = MasterPhase::Running;
+        running.reports.fill(None);
+        running.invariants();
+
+        refused("a report held while running", |m| {
+            m.phase = MasterPhase::Running
+        });
+        refused("a report from a non-member", |m| {
+            m.reports[1] = Some(FrozenReport {
+                trusted: true,
+                prefix: 0,
+                approved: Vec::new(),
+            })
+        });
+        refused("an untrusted report with a prefix", |m| {
+            m.reports[0].as_mut().unwrap().trusted = false
+        });
+        refused("a member listed twice", |m| {
+            m.members = vec![0, 0];
+            m.epochs[1] = vec![0, 0];
+        });
+        refused("members that are not the last epoch's", |m| {
+            m.members = vec![0]
+        });
+        refused("an epoch count unlike the history", |m| m.epoch = 3);
+        refused("a down worker whose up time is newer", |m| {
+            m.up_since_us[1] = 900
+        });
+        refused("a grace phase not as configured", |m| m.stop_us += 1);
+        refused("a verdict before the end", |m| m.agreed = Some(true));
+        refused("missing indexes out of order", |m| m.missing = vec![17, 3]);
+        refused("a missing index at or past next", |m| m.missing.push(40));
+        refused("joiners without a sync source", |m| m.joiners = 1);
+        refused("a sync source that is not a member", |m| {
+            m.joiners = 1;
+            m.sync_from = 1;
+        });
+        refused("a re-formation started before its announcement", |m| {
+            m.reform_started_us = 500
+        });
+    }
+}
