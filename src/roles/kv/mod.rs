@@ -25,8 +25,10 @@
 //! time for a silent worker; reads in flight to a worker that dies fail with an error the
 //! client may retry unless a ready replica answered.
 
+pub mod hlc;
 pub mod master;
 pub mod placement;
+pub mod slots;
 pub mod store;
 pub mod worker;
 
