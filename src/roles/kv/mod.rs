@@ -27,6 +27,7 @@
 
 pub mod hlc;
 pub mod master;
+pub mod merkle;
 pub mod placement;
 pub mod slots;
 pub mod store;
