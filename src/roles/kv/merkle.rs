@@ -29,7 +29,7 @@
 use byteorder::{ByteOrder, LittleEndian};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use super::slots::{SLOTS, key_slot};
+use super::slots::{PARTITION_SLOTS, PARTITIONS, SLOTS, key_slot};
 
 /// Children per node.
 pub const FANOUT: usize = 16;
@@ -39,10 +39,8 @@ pub const LEAVES: usize = SLOTS * BUCKETS_PER_SLOT;
 /// Levels below the root: `FANOUT^DEPTH == LEAVES`.
 pub const DEPTH: usize = 5;
 const _: () = assert!(FANOUT.pow(DEPTH as u32) == LEAVES);
-/// The level whose nodes are partitions, and a partition's slots.
+/// The level whose nodes are the placement's partitions.
 pub const PARTITION_LEVEL: usize = 2;
-pub const PARTITIONS: usize = FANOUT * FANOUT;
-pub const PARTITION_SLOTS: usize = SLOTS / PARTITIONS;
 const _: () = assert!(FANOUT.pow(PARTITION_LEVEL as u32) == PARTITIONS);
 /// Bytes of one item in an `Items` message: key length, key, version.
 const ITEM_HEADER_BYTES: usize = 2 + 8;
