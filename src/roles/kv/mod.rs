@@ -27,6 +27,7 @@
 
 pub mod hlc;
 pub mod master;
+pub mod membership;
 pub mod merkle;
 pub mod placement;
 pub mod slots;
