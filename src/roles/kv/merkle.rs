@@ -22,7 +22,9 @@
 //!    which keys the other lacks or holds older — what then moves is the repair itself.
 //!
 //! Messages carry no indices: each side walks the same list of differing nodes in the same
-//! order, so a hash costs 8 bytes and a node's verdict one bit. XOR is not a cryptographic digest:
+//! order, so a hash costs 8 bytes and a node's verdict one bit. A level with more than
+//! `CHUNK_NODES` nodes to compare (an empty replica: every node differs) goes in several
+//! `Hashes`/`Differ` pairs, each under half a frame. XOR is not a cryptographic digest:
 //! a peer could craft colliding contents, but replicas of one cluster are trusted (the cookie
 //! keeps strangers out); accidental collisions are 2⁻⁶⁴ per comparison.
 
@@ -108,11 +110,19 @@ fn encode_hashes(hashes: impl Iterator<Item = u64>, out: &mut Vec<u8>) {
     }
 }
 
+/// Nodes compared per message: 128 KiB of hashes, half a frame.
+pub const CHUNK_NODES: usize = 16_384;
+
 /// What one side of an exchange knows: the nodes of the current level it compares, in the
-/// order both sides walk them.
+/// order both sides walk them, and how far into them the messages have gone (a level with
+/// more than `CHUNK_NODES` nodes takes several messages).
 pub struct Walk {
     level: usize,
     nodes: Vec<usize>,
+    /// Nodes of `nodes` already compared.
+    at: usize,
+    /// The differing ones' children (the next level), or, at the leaves, the differing leaves.
+    next: Vec<usize>,
     /// The leaves' verdicts are in: `nodes` are the differing leaves.
     finished: bool,
 }
@@ -125,6 +135,8 @@ impl Walk {
         Walk {
             level: PARTITION_LEVEL,
             nodes: partitions.to_vec(),
+            at: 0,
+            next: Vec::new(),
             finished: partitions.is_empty(),
         }
     }
@@ -139,22 +151,30 @@ impl Walk {
         &self.nodes
     }
 
-    /// Initiator: the hashes of the current nodes (`Summary`, then each `Hashes`).
+    /// The nodes the next message compares.
+    fn chunk(&self) -> &[usize] {
+        let end = self.nodes.len().min(self.at + CHUNK_NODES);
+        &self.nodes[self.at..end]
+    }
+
+    /// Initiator: the hashes of the next chunk of nodes (`Hashes`).
     pub fn hashes(&self, tree: &MerkleTree, out: &mut Vec<u8>) {
-        encode_hashes(self.nodes.iter().map(|&n| tree.node(self.level, n)), out);
+        assert!(!self.finished);
+        encode_hashes(self.chunk().iter().map(|&n| tree.node(self.level, n)), out);
     }
 
     /// Responder: compares the initiator's hashes with its own and writes one verdict bit
     /// per node (`Differ`: set if it differs; node `i` is bit `i % 8` of byte `i / 8`), then
-    /// steps down to the differing nodes' children. `None` when the message is not one hash
-    /// per node (a broken peer: end the exchange).
+    /// steps on as `descend` does. `None` when the message is not one hash per node of the
+    /// chunk (a broken peer: end the exchange).
     pub fn differ(&mut self, tree: &MerkleTree, hashes: &[u8], out: &mut Vec<u8>) -> Option<()> {
-        if hashes.len() != self.nodes.len() * 8 {
+        let chunk = self.chunk();
+        if self.finished || hashes.len() != chunk.len() * 8 {
             return None;
         }
         let start = out.len();
-        out.resize(start + self.nodes.len().div_ceil(8), 0);
-        for (at, &node) in self.nodes.iter().enumerate() {
+        out.resize(start + chunk.len().div_ceil(8), 0);
+        for (at, &node) in chunk.iter().enumerate() {
             let theirs = LittleEndian::read_u64(&hashes[at * 8..]);
             if theirs != tree.node(self.level, node) {
                 out[start + at / 8] |= 1 << (at % 8);
@@ -163,29 +183,37 @@ impl Walk {
         self.descend(&out[start..])
     }
 
-    /// Both sides, after a `Differ`: keep the nodes that differed and step down to their
-    /// children (at the leaves, keep the differing leaves). `None` when the verdicts do not
-    /// fit the nodes.
+    /// Both sides, after a `Differ`: keep the chunk's nodes that differed (their children, or
+    /// at the leaves themselves) and, once the level is done, step down to them. `None` when
+    /// the verdicts do not fit the chunk.
     pub fn descend(&mut self, verdicts: &[u8]) -> Option<()> {
-        let count = self.nodes.len();
+        let end = self.nodes.len().min(self.at + CHUNK_NODES);
+        let chunk = &self.nodes[self.at..end];
+        let count = chunk.len();
         let unused_bits = count.div_ceil(8) * 8 - count;
-        if verdicts.len() != count.div_ceil(8)
+        if self.finished
+            || verdicts.len() != count.div_ceil(8)
             || (unused_bits > 0 && verdicts[count / 8] >> (8 - unused_bits) != 0)
         {
             return None;
         }
         let differs = |at: usize| verdicts[at / 8] & (1 << (at % 8)) != 0;
-        let differing = self.nodes.iter().enumerate().filter(|&(at, _)| differs(at));
-        self.finished = self.level == DEPTH;
-        self.nodes = if self.level == DEPTH {
-            differing.map(|(_, &node)| node).collect()
+        let differing = chunk.iter().enumerate().filter(|&(at, _)| differs(at));
+        if self.level == DEPTH {
+            self.next.extend(differing.map(|(_, &node)| node));
         } else {
-            differing
-                .flat_map(|(_, &node)| (0..FANOUT).map(move |child| node * FANOUT + child))
-                .collect()
-        };
-        self.level = (self.level + 1).min(DEPTH);
-        self.finished |= self.nodes.is_empty();
+            self.next.extend(
+                differing.flat_map(|(_, &node)| (0..FANOUT).map(move |c| node * FANOUT + c)),
+            );
+        }
+        self.at += count;
+        if self.at == self.nodes.len() {
+            self.finished = self.level == DEPTH;
+            self.nodes = std::mem::take(&mut self.next);
+            self.at = 0;
+            self.level = (self.level + 1).min(DEPTH);
+            self.finished |= self.nodes.is_empty();
+        }
         Some(())
     }
 }
@@ -376,6 +404,17 @@ mod tests {
 
     /// Replicas that share only some partitions compare those: differences elsewhere are
     /// not theirs to find.
+    /// An empty replica differs everywhere: the walk goes level by level in chunks down to
+    /// every leaf that holds a key.
+    #[test]
+    fn an_empty_replica_is_walked_in_chunks() {
+        let (a, _) = replicas(300_000, 0);
+        let (found, _) = exchange(&a, &Items::new(), &EVERY_PARTITION);
+        assert_eq!(found.len(), 300_000);
+        let (found, _) = exchange(&Items::new(), &a, &EVERY_PARTITION);
+        assert_eq!(found.len(), 300_000);
+    }
+
     #[test]
     fn only_shared_partitions_are_compared() {
         let (a, b) = replicas(5_000, 100);
