@@ -107,7 +107,12 @@ fn ctrl_c_stops_every_node_and_names_the_logs() {
 fn a_signal_stops_every_node_and_names_the_logs(signal: &str, to_group: bool) {
     use std::os::unix::process::CommandExt;
     let _serial = common::serial();
-    let mut child = script()
+    // A test started as a background job of a shell without job control inherits SIGINT
+    // ignored, and a shell cannot trap a signal ignored on entry: `env` restores it.
+    let mut child = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/run_cluster.sh"))
+        .env("POLLEN_BIN", common::POLLEN)
         .args(["kv", "-n", "2"])
         .process_group(0)
         .stdin(Stdio::piped())

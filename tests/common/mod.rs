@@ -209,7 +209,11 @@ impl Resp {
     /// `:5` → "5", errors → "ERR ...", arrays → items joined by '|'.
     pub fn read(&mut self) -> String {
         let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
+        let read = self.reader.read_line(&mut line).unwrap();
+        assert!(
+            read > 0,
+            "the server closed the connection instead of replying"
+        );
         let line = line.trim_end();
         let (kind, rest) = line.split_at(1);
         match kind {

@@ -57,22 +57,59 @@ pub struct Update {
     pub incarnation: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The updates one message carries: at most `UPDATES_PER_MESSAGE`, held in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Updates {
+    list: [Update; UPDATES_PER_MESSAGE],
+    count: usize,
+}
+
+impl Default for Updates {
+    fn default() -> Self {
+        let none = Update {
+            node: 0,
+            state: State::Alive,
+            incarnation: 0,
+        };
+        Updates {
+            list: [none; UPDATES_PER_MESSAGE],
+            count: 0,
+        }
+    }
+}
+
+impl Updates {
+    /// Adds one; false (and nothing added) when full.
+    pub fn push(&mut self, update: Update) -> bool {
+        if self.count == UPDATES_PER_MESSAGE {
+            return false;
+        }
+        self.list[self.count] = update;
+        self.count += 1;
+        true
+    }
+
+    pub fn as_slice(&self) -> &[Update] {
+        &self.list[..self.count]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Swim {
     Ping {
         sequence: u64,
-        updates: Vec<Update>,
+        updates: Updates,
     },
     /// Answers a `Ping`; relayed to the node that asked, if the ping was on its behalf.
     Ack {
         sequence: u64,
         target: NodeId,
-        updates: Vec<Update>,
+        updates: Updates,
     },
     PingReq {
         sequence: u64,
         target: NodeId,
-        updates: Vec<Update>,
+        updates: Updates,
     },
 }
 
@@ -310,7 +347,7 @@ impl Membership {
             Swim::Ping { updates, .. }
             | Swim::Ack { updates, .. }
             | Swim::PingReq { updates, .. } => {
-                for &update in updates {
+                for &update in updates.as_slice() {
                     self.apply(update, now);
                 }
             }
@@ -415,13 +452,13 @@ impl Membership {
     }
 
     /// The freshest updates (the most sends left), each counted as sent once more.
-    fn updates_to_send(&mut self) -> Vec<Update> {
+    fn updates_to_send(&mut self) -> Updates {
         self.gossip.sort_by_key(|&(_, sends)| Reverse(sends));
         let count = self.gossip.len().min(UPDATES_PER_MESSAGE);
-        let updates = self.gossip[..count]
-            .iter()
-            .map(|(update, _)| *update)
-            .collect();
+        let mut updates = Updates::default();
+        for (update, _) in &self.gossip[..count] {
+            updates.push(*update);
+        }
         for entry in &mut self.gossip[..count] {
             entry.1 -= 1;
         }
@@ -606,12 +643,14 @@ mod tests {
             state: State::Suspect,
             incarnation: 5_000,
         };
+        let mut rumours = Updates::default();
+        rumours.push(rumour);
         node.on_message(
             6_000,
             1,
             Swim::Ping {
                 sequence: 9,
-                updates: vec![rumour],
+                updates: rumours,
             },
             &mut out,
         );
@@ -627,7 +666,7 @@ mod tests {
         else {
             panic!("no ack: {out:?}");
         };
-        assert!(updates.contains(&Update {
+        assert!(updates.as_slice().contains(&Update {
             node: 0,
             state: State::Alive,
             incarnation: 5_001
@@ -638,7 +677,7 @@ mod tests {
             2,
             Swim::Ping {
                 sequence: 1,
-                updates: vec![rumour],
+                updates: rumours,
             },
             &mut out,
         );
