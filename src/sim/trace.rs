@@ -108,6 +108,19 @@ pub fn summary(message: &Message<'_>) -> String {
         Message::RingConfirm(confirm) => format!("{confirm:?}"),
         Message::RingApprove(approve) => format!("{approve:?}"),
         Message::RingResult(result) => format!("{result:?}"),
+        Message::KvSwim(swim) => format!(
+            "KvSwim {} seq {} target {} updates {:?}",
+            swim.kind,
+            swim.sequence,
+            swim.target,
+            swim.updates().collect::<Vec<_>>()
+        ),
+        Message::KvTree(tree) => format!(
+            "KvTree session {} step {} body {} bytes",
+            tree.session,
+            tree.step,
+            tree.body.len()
+        ),
         Message::RingSyncRequest(request) => format!("{request:?}"),
         Message::KvOps(ops) => format!("KvOps to {} ({} ops)", ops.target, ops.iter().count()),
         Message::KvResults(results) => format!("KvResults ({})", results.iter().count()),

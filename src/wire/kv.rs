@@ -311,3 +311,141 @@ impl KvStats {
         })
     }
 }
+
+pub const SWIM_PING: u8 = 1;
+pub const SWIM_ACK: u8 = 2;
+pub const SWIM_PING_REQ: u8 = 3;
+/// One membership update on the wire: node, state, incarnation.
+pub const SWIM_UPDATE_BYTES: usize = 2 + 1 + 8;
+/// Most updates one message carries.
+pub const SWIM_UPDATES_MAX: usize = 6;
+/// Largest state code (alive 0, suspect 1, dead 2).
+pub const SWIM_STATE_MAX: u8 = 2;
+const SWIM_HEADER: usize = 1 + 8 + 2;
+
+/// Node ↔ node: a SWIM probe, its answer or a request to probe, with piggybacked updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvSwim<'a> {
+    pub kind: u8,
+    pub sequence: u64,
+    /// The probed node (`Ack`, `PingReq`); unused in a `Ping`.
+    pub target: u16,
+    /// Validated: whole updates, at most `SWIM_UPDATES_MAX`, known states.
+    updates: &'a [u8],
+}
+
+impl<'a> KvSwim<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        if payload.len() < SWIM_HEADER {
+            return Err("too short");
+        }
+        let kind = payload[0];
+        if !(SWIM_PING..=SWIM_PING_REQ).contains(&kind) {
+            return Err("unknown probe kind");
+        }
+        let updates = &payload[SWIM_HEADER..];
+        if !updates.len().is_multiple_of(SWIM_UPDATE_BYTES) {
+            return Err("updates not whole");
+        }
+        if updates.len() / SWIM_UPDATE_BYTES > SWIM_UPDATES_MAX {
+            return Err("too many updates");
+        }
+        if updates
+            .chunks(SWIM_UPDATE_BYTES)
+            .any(|update| update[2] > SWIM_STATE_MAX)
+        {
+            return Err("unknown state");
+        }
+        Ok(KvSwim {
+            kind,
+            sequence: BigEndian::read_u64(&payload[1..9]),
+            target: BigEndian::read_u16(&payload[9..11]),
+            updates,
+        })
+    }
+
+    /// A message to encode, its updates written by `write_update` into `buffer` first.
+    pub fn new(kind: u8, sequence: u64, target: u16, updates: &'a [u8]) -> KvSwim<'a> {
+        assert!(updates.len().is_multiple_of(SWIM_UPDATE_BYTES));
+        assert!(updates.len() / SWIM_UPDATE_BYTES <= SWIM_UPDATES_MAX);
+        KvSwim {
+            kind,
+            sequence,
+            target,
+            updates,
+        }
+    }
+
+    /// `(node, state, incarnation)` of each update.
+    pub fn updates(&self) -> impl Iterator<Item = (u16, u8, u64)> + '_ {
+        self.updates.chunks(SWIM_UPDATE_BYTES).map(|update| {
+            (
+                BigEndian::read_u16(&update[0..2]),
+                update[2],
+                BigEndian::read_u64(&update[3..11]),
+            )
+        })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        SWIM_HEADER + self.updates.len()
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0] = self.kind;
+        BigEndian::write_u64(&mut out[1..9], self.sequence);
+        BigEndian::write_u16(&mut out[9..11], self.target);
+        out[SWIM_HEADER..SWIM_HEADER + self.updates.len()].copy_from_slice(self.updates);
+    }
+}
+
+/// Writes one update, as `KvSwim::updates` reads it, into `out` (`SWIM_UPDATE_BYTES` long).
+pub fn write_swim_update(out: &mut [u8], node: u16, state: u8, incarnation: u64) {
+    BigEndian::write_u16(&mut out[0..2], node);
+    out[2] = state;
+    BigEndian::write_u64(&mut out[3..11], incarnation);
+}
+
+/// Anti-entropy steps (see `roles::kv::merkle`): the initiator's hashes, the responder's
+/// verdicts, either side's items of the differing leaves, and the end of a session.
+pub const TREE_HASHES: u8 = 1;
+pub const TREE_VERDICTS: u8 = 2;
+pub const TREE_ITEMS: u8 = 3;
+pub const TREE_END: u8 = 4;
+const TREE_HEADER: usize = 4 + 1;
+
+/// Node ↔ node: one step of an anti-entropy session. The body's layout is the step's, checked
+/// by the session that reads it (a malformed body ends the session, not the connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvTree<'a> {
+    pub session: u32,
+    pub step: u8,
+    pub body: &'a [u8],
+}
+
+impl<'a> KvTree<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<Self, &'static str> {
+        if payload.len() < TREE_HEADER {
+            return Err("too short");
+        }
+        let step = payload[4];
+        if !(TREE_HASHES..=TREE_END).contains(&step) {
+            return Err("unknown step");
+        }
+        Ok(KvTree {
+            session: BigEndian::read_u32(&payload[0..4]),
+            step,
+            body: &payload[TREE_HEADER..],
+        })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        TREE_HEADER + self.body.len()
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        BigEndian::write_u32(&mut out[0..4], self.session);
+        out[4] = self.step;
+        out[TREE_HEADER..TREE_HEADER + self.body.len()].copy_from_slice(self.body);
+    }
+}

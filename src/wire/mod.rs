@@ -71,6 +71,8 @@ pub enum Kind {
     AuthChallenge = 17,
     AuthProof = 18,
     KvCredit = 19,
+    KvSwim = 20,
+    KvTree = 21,
 }
 
 impl Kind {
@@ -95,6 +97,8 @@ impl Kind {
             17 => Some(Kind::AuthChallenge),
             18 => Some(Kind::AuthProof),
             19 => Some(Kind::KvCredit),
+            20 => Some(Kind::KvSwim),
+            21 => Some(Kind::KvTree),
             _ => None,
         }
     }
@@ -263,6 +267,8 @@ pub enum Message<'a> {
     KvResults(kv::KvResults<'a>),
     KvMembership(kv::KvMembership<'a>),
     KvCredit(kv::KvCredit),
+    KvSwim(kv::KvSwim<'a>),
+    KvTree(kv::KvTree<'a>),
     LamportMessage(LamportMessage<'a>),
 }
 
@@ -287,6 +293,8 @@ impl<'a> Message<'a> {
             Message::KvResults(_) => Kind::KvResults,
             Message::KvMembership(_) => Kind::KvMembership,
             Message::KvCredit(_) => Kind::KvCredit,
+            Message::KvSwim(_) => Kind::KvSwim,
+            Message::KvTree(_) => Kind::KvTree,
             Message::LamportMessage(_) => Kind::LamportMessage,
         }
     }
@@ -393,6 +401,12 @@ impl<'a> Message<'a> {
             Kind::KvCredit => kv::KvCredit::decode(payload)
                 .map(Message::KvCredit)
                 .map_err(malformed),
+            Kind::KvSwim => kv::KvSwim::decode(payload)
+                .map(Message::KvSwim)
+                .map_err(malformed),
+            Kind::KvTree => kv::KvTree::decode(payload)
+                .map(Message::KvTree)
+                .map_err(malformed),
             Kind::LamportMessage => LamportMessage::decode(payload)
                 .map(Message::LamportMessage)
                 .map_err(malformed),
@@ -421,6 +435,8 @@ impl<'a> Message<'a> {
                 Message::KvResults(results) => results.encoded_len(),
                 Message::KvMembership(membership) => membership.encoded_len(),
                 Message::KvCredit(_) => kv::KvCredit::LEN,
+                Message::KvSwim(swim) => swim.encoded_len(),
+                Message::KvTree(tree) => tree.encoded_len(),
                 Message::LamportMessage(message) => message.encoded_len(),
             }
     }
@@ -467,6 +483,8 @@ impl<'a> Message<'a> {
             Message::KvResults(results) => results.encode(payload),
             Message::KvMembership(membership) => membership.encode(payload),
             Message::KvCredit(credit) => credit.encode(payload),
+            Message::KvSwim(swim) => swim.encode(payload),
+            Message::KvTree(tree) => tree.encode(payload),
             Message::LamportMessage(message) => message.encode(payload),
         }
         length

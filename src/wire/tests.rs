@@ -25,6 +25,17 @@ fn samples() -> Vec<(Vec<u32>, Vec<OriginState>)> {
     ]
 }
 
+/// Two membership updates, as the SWIM messages carry them.
+fn swim_updates() -> &'static [u8] {
+    static UPDATES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    UPDATES.get_or_init(|| {
+        let mut updates = vec![0; 2 * kv::SWIM_UPDATE_BYTES];
+        kv::write_swim_update(&mut updates[..11], 2, 1, 1_767_225_600_000_000);
+        kv::write_swim_update(&mut updates[11..], 1023, 2, 4);
+        updates
+    })
+}
+
 fn kv_batches() -> (&'static [u8], &'static [u8]) {
     use std::sync::OnceLock;
     static BATCHES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
@@ -142,6 +153,18 @@ fn messages<'a>(values: &'a [u32], states: &'a [OriginState]) -> Vec<Message<'a>
             target: 1,
             batches: 7,
         }),
+        Message::KvSwim(kv::KvSwim::new(kv::SWIM_ACK, 9, 3, swim_updates())),
+        Message::KvSwim(kv::KvSwim::new(kv::SWIM_PING, u64::MAX, 0, &[])),
+        Message::KvTree(kv::KvTree {
+            session: 77,
+            step: kv::TREE_VERDICTS,
+            body: b"\x01\x80",
+        }),
+        Message::KvTree(kv::KvTree {
+            session: 0,
+            step: kv::TREE_END,
+            body: b"",
+        }),
         Message::Hello(Hello {
             version: 1,
             nodes: 4,
@@ -238,7 +261,7 @@ fn length_field_out_of_range_is_an_error() {
 
 #[test]
 fn unknown_kind_is_an_error() {
-    for kind in [0u8, 20, 99, 255] {
+    for kind in [0u8, 22, 99, 255] {
         let mut frame = vec![0u8; HEADER_LEN + 3];
         let length = frame.len() as u32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
@@ -271,6 +294,16 @@ fn malformed_payloads_are_errors() {
         ),
         (frame_of(Kind::KvCredit, &[0; 5]), "wrong length"),
         (frame_of(Kind::KvCredit, &[0; 7]), "wrong length"),
+        (frame_of(Kind::KvSwim, &[1; 10]), "too short"),
+        (frame_of(Kind::KvSwim, &[4; 11]), "unknown probe kind"),
+        (frame_of(Kind::KvSwim, &[1; 12]), "updates not whole"),
+        (
+            frame_of(Kind::KvSwim, &[1; 11 + 7 * 11]),
+            "too many updates",
+        ),
+        (frame_of(Kind::KvSwim, &[3; 22]), "unknown state"),
+        (frame_of(Kind::KvTree, &[0; 4]), "too short"),
+        (frame_of(Kind::KvTree, &[0, 0, 0, 0, 5]), "unknown step"),
     ];
     for (frame, why) in cases {
         match Message::decode(&frame) {
