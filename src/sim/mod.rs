@@ -42,6 +42,7 @@ pub mod faults;
 pub mod gossip;
 pub mod kv;
 pub mod lamport;
+pub mod linearizable;
 pub mod ring;
 
 mod io;
