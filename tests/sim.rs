@@ -566,3 +566,36 @@ fn lamport_models_keep_the_clock_rules() {
         );
     }
 }
+
+/// The masterless kv: clients on every node (and on a front door in a third of the seeds) on
+/// shared keys, all fault kinds; without logs at most N − W crashes that stay down, with
+/// `--fsync always` any crashes, every node restarted on its log. Every history, final reads
+/// included, is linearizable, and every key's live replicas converge.
+#[test]
+fn masterless_histories_are_linearizable_under_faults() {
+    use pollen::journal::Fsync;
+    use pollen::sim::dynamo;
+    let mut failures = Vec::new();
+    let (mut operations, mut acknowledged) = (0, 0);
+    for (data_nodes, fsync, first, count) in [
+        (3, None, 0, seeds_total() / 10),
+        (4, None, 1_000_000, seeds_total() / 20),
+        (3, Some(Fsync::Always), 2_000_000, seeds_total() / 20),
+    ] {
+        for seed in first..first + count {
+            let mut options = dynamo::Options::new(data_nodes, seed, Kinds::All);
+            options.fsync = fsync;
+            let report = dynamo::run(&options);
+            if let Some(failure) = report.failure {
+                failures.push(format!("seed {seed}: {failure}"));
+            }
+            if report.acknowledged_writes == 0 {
+                failures.push(format!("seed {seed}: no write was acknowledged"));
+            }
+            operations += report.operations;
+            acknowledged += report.acknowledged_writes;
+        }
+    }
+    println!("{operations} operations, {acknowledged} acknowledged writes");
+    assert_no_failures("seeds", &failures);
+}

@@ -21,11 +21,19 @@ usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
        pollen kv master PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
                         [--cookie-file FILE] [--replicas N] [--resp-port P] [--no-repl]
                         [--suspect-ms MS] [--evict-ms MS] [-v | -q]
+       pollen kv node PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
+                      [--cookie-file FILE] [--replicas N] [--write-quorum W]
+                      [--read-quorum R] [--resp-port P] [--repl]
+                      [--data-dir DIR [--fsync always|everysec|no]] [-v | -q]
 
 The peers file lists the workers (default peers.json). The master reads commands on stdin
 (GET, SET, DEL, KILL, NODES, SHUTDOWN, QUIT, ...) and serves the Redis protocol on --resp-port
 (default 7379). A worker with --data-dir logs every write there before acknowledging it and
-replays the log when it starts again.";
+replays the log when it starts again.
+
+`kv node` is a node of the masterless store: the peers file lists every node, each serves
+Redis clients on --resp-port (default PORT + 1000) and coordinates their requests on the key's
+replicas itself (quorums W and R, default a majority of --replicas, default 3).";
 
 /// The options in the order `--help` lists them (master's and worker's interleaved).
 fn options() -> Options {
@@ -42,6 +50,19 @@ fn options() -> Options {
         "P",
     );
     options.optflag("", "no-repl", "do not read commands from stdin");
+    options.optflag("", "repl", "node: read commands from stdin");
+    options.optopt(
+        "",
+        "write-quorum",
+        "node: replicas that must hold a write (default replicas/2 + 1)",
+        "W",
+    );
+    options.optopt(
+        "",
+        "read-quorum",
+        "node: replicas a read asks (default replicas + 1 - W)",
+        "R",
+    );
     options.optopt(
         "",
         "data-dir",
@@ -98,6 +119,14 @@ struct Settings {
 
 pub(super) fn run(args: &[String]) -> Result<(), Exit> {
     let matches = args::parse_with_positionals(&options(), args, BRIEF)?;
+    if matches.free.first().is_some_and(|word| word == "node") {
+        return run_node(&matches);
+    }
+    for option in ["repl", "write-quorum", "read-quorum"] {
+        if matches.opt_present(option) {
+            return Err(Exit::Usage(format!("kv: --{option} is for `kv node`")));
+        }
+    }
     let settings = settings(&matches)?;
     let cluster = args::cluster(&matches, "pollen-kv")?;
     let members = args::master_and_workers(
@@ -239,4 +268,92 @@ fn role(settings: &Settings, node: NodeId, workers: usize, repl: bool) -> Result
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     Ok(role.with_version_base((since_epoch.as_micros() as u64).saturating_mul(16)))
+}
+
+/// `kv node PORT`: a node of the masterless store (`roles::kv::dynamo`).
+fn run_node(matches: &Matches) -> Result<(), Exit> {
+    let port = match matches.free.as_slice() {
+        [_, port] => args::positional_port("kv", port)?,
+        _ => {
+            return Err(Exit::Usage(
+                "kv: expected `node PORT` (try --help)".to_string(),
+            ));
+        }
+    };
+    for option in ["no-repl", "suspect-ms", "evict-ms", "rewrite-min"] {
+        if matches.opt_present(option) {
+            return Err(Exit::Usage(format!("kv: --{option} is not for `kv node`")));
+        }
+    }
+    let host = args::host(matches);
+    let addresses = args::peers(matches)?;
+    let node = args::find_self(&addresses, &host, port)?;
+    let config = node_config(matches, addresses.len())?;
+    let fsync = fsync(matches)?;
+    let data_dir = matches.opt_str("data-dir");
+    if data_dir.is_none() && fsync.is_some() {
+        return Err(Exit::Usage("kv: --fsync needs --data-dir".to_string()));
+    }
+    let journal: Option<Box<dyn journal::Journal>> = match &data_dir {
+        Some(dir) => {
+            let policy = fsync.unwrap_or(Fsync::EverySec);
+            let journal = journal::file::FileJournal::open(std::path::Path::new(dir), policy)
+                .map_err(Exit::Failure)?;
+            Some(Box::new(journal))
+        }
+        None => None,
+    };
+    let default_resp_port = port.checked_add(1000).unwrap_or(port);
+    let resp_port: u16 = number(matches, "resp-port", default_resp_port)?;
+    let address = format!("{host}:{resp_port}");
+    let clients = Some(crate::peers::resolve(&address).map_err(Exit::Usage)?);
+    let replicas = config.replicas;
+    let (write_quorum, read_quorum) = (config.write_quorum, config.read_quorum);
+    let role = Kv::Node(Box::new(kv::dynamo::Node::new(config, node, journal)));
+    let net_config = net::Config {
+        node,
+        addresses,
+        cluster: args::cluster(matches, "pollen-kv")?,
+        clients,
+        repl: matches.opt_present("repl"),
+        output: None,
+        cookie: args::cookie(matches)?,
+    };
+    let driver = args::start_driver(net_config, role)?;
+    let port = driver.client_address().map_or(resp_port, |a| a.port());
+    info!(
+        "kv node {node}: {replicas} replicas, W={write_quorum} R={read_quorum}, Redis clients \
+         on port {port}"
+    );
+    args::run_driver(driver)?;
+    Ok(())
+}
+
+/// The replica count and quorums of `kv node`: `R + W > N` is required (it is what makes
+/// the store linearizable).
+fn node_config(matches: &Matches, nodes: usize) -> Result<kv::dynamo::Config, Exit> {
+    if !(1..=kv::WORKERS_MAX).contains(&nodes) {
+        return Err(Exit::Usage(format!(
+            "kv: the peers file must list 1..={} nodes",
+            kv::WORKERS_MAX
+        )));
+    }
+    let replicas_max = kv::placement::REPLICAS_MAX.min(nodes);
+    let replicas: usize = number(matches, "replicas", 3.min(nodes))?;
+    if !(1..=replicas_max).contains(&replicas) {
+        return Err(Exit::Usage(format!(
+            "--replicas must be 1..={replicas_max} (at most the nodes)"
+        )));
+    }
+    let mut config = kv::dynamo::Config::new(nodes, nodes, replicas);
+    config.write_quorum = number(matches, "write-quorum", config.write_quorum)?;
+    config.read_quorum = number(matches, "read-quorum", replicas + 1 - config.write_quorum)?;
+    let (w, r) = (config.write_quorum, config.read_quorum);
+    if !(1..=replicas).contains(&w) || !(1..=replicas).contains(&r) || r + w <= replicas {
+        return Err(Exit::Usage(format!(
+            "kv: quorums must be 1..={replicas} with R + W > N (got W={w} R={r} N={replicas})"
+        )));
+    }
+    config.seed = std::process::id() as u64;
+    Ok(config)
 }

@@ -9,13 +9,17 @@ use super::args::{self, number};
 use super::{Exit, gossip, kv, lamport, ring};
 use crate::node::Micros;
 use crate::sim::faults::Kinds;
-use crate::sim::{gossip as sim_gossip, kv as sim_kv, lamport as sim_lamport, ring as sim_ring};
+use crate::sim::{
+    dynamo as sim_dynamo, gossip as sim_gossip, kv as sim_kv, lamport as sim_lamport,
+    ring as sim_ring,
+};
 
 const BRIEF: &str = "usage: pollen sim gossip|ring|kv|lamport [--nodes N] [--seed S] [--seeds K]
                       [--faults none|links|partitions|crashes|all]
                       [--send-for SECS] [--wait-for SECS] [--trace] [-v | -q]
                       [gossip: --with-seed N --batch N --start-spread SECS]
-                      [ring: --window W --draw-phases] [kv: --fsync POLICY --heavy]
+                      [ring: --window W --draw-phases]
+                      [kv: --fsync POLICY --heavy | --masterless --replicas N]
                       [lamport: --log-dir DIR --rate-range MIN-MAX --internal-max K]";
 
 /// The roles the simulator runs, as the error messages list them.
@@ -114,6 +118,17 @@ fn options() -> Options {
         "heavy",
         "kv: 4 KiB values, 64 keys per client, slow links (backpressure)",
     );
+    options.optflag(
+        "",
+        "masterless",
+        "kv: the masterless store (every node coordinates), checked for linearizability",
+    );
+    options.optopt(
+        "",
+        "replicas",
+        "kv --masterless: copies of each key (default 3, at most the nodes)",
+        "N",
+    );
     options
 }
 
@@ -175,6 +190,7 @@ pub(super) fn run(args: &[String]) -> Result<(), Exit> {
         "gossip" => gossip_runner(&matches, common)?,
         "ring" => ring_runner(&matches, common)?,
         "lamport" => lamport_runner(&matches, common)?,
+        "kv" if matches.opt_present("masterless") => masterless_runner(&matches, common)?,
         "kv" => kv_runner(&matches, common)?,
         other => {
             return Err(Exit::Usage(format!(
@@ -301,6 +317,39 @@ fn kv_runner(matches: &Matches, common: Common) -> Result<Runner, Exit> {
     }))
 }
 
+fn masterless_runner(matches: &Matches, common: Common) -> Result<Runner, Exit> {
+    let fsync = kv::fsync(matches)?;
+    if matches.opt_present("heavy") {
+        return Err(Exit::Usage(
+            "--heavy is for the master-based kv".to_string(),
+        ));
+    }
+    let replicas: usize = number(matches, "replicas", 3.min(common.nodes))?;
+    if !(1..=common.nodes.min(8)).contains(&replicas) {
+        return Err(Exit::Usage(
+            "--replicas must be 1..=min(nodes, 8)".to_string(),
+        ));
+    }
+    Ok(Box::new(move |seed| {
+        let mut options = sim_dynamo::Options::new(common.nodes, seed, common.kinds);
+        options.replicas = replicas;
+        options.load_us = common.send_for.unwrap_or(options.load_us);
+        options.trace = common.trace;
+        options.fsync = fsync;
+        let report = sim_dynamo::run(&options);
+        Outcome {
+            failure: report.failure,
+            deliveries: report.stats.deliveries,
+            line: Some(format!(
+                "linearizable: {} operations, {} acknowledged writes, {} unknown outcomes",
+                report.operations, report.acknowledged_writes, report.unknown
+            )),
+            faults: report.faults.len(),
+            trace: report.trace,
+        }
+    }))
+}
+
 /// Seeds `first..first + seeds`, one line each (after its trace, if any), then the summary.
 fn run_seeds(first: u64, seeds: u64, run_one: &Runner) -> Result<(), Exit> {
     let started = std::time::Instant::now();
@@ -339,7 +388,7 @@ fn run_seeds(first: u64, seeds: u64, run_one: &Runner) -> Result<(), Exit> {
 
 /// The options that only some roles read, and which: given to another role, they would be
 /// ignored without a word.
-const ROLE_OPTIONS: [(&str, &[&str]); 11] = [
+const ROLE_OPTIONS: [(&str, &[&str]); 13] = [
     ("with-seed", &["gossip"]),
     ("batch", &["gossip"]),
     ("start-spread", &["gossip"]),
@@ -347,6 +396,8 @@ const ROLE_OPTIONS: [(&str, &[&str]); 11] = [
     ("draw-phases", &["ring"]),
     ("fsync", &["kv"]),
     ("heavy", &["kv"]),
+    ("masterless", &["kv"]),
+    ("replicas", &["kv"]),
     ("log-dir", &["lamport"]),
     ("rate-range", &["lamport"]),
     ("internal-max", &["lamport"]),

@@ -38,6 +38,7 @@
 //!   the roles' sims and checkers: `gossip.rs`, `ring.rs`, `kv.rs`, `lamport.rs` (kv workers
 //!   log to the in-memory disk of `journal::mem`).
 
+pub mod dynamo;
 pub mod faults;
 pub mod gossip;
 pub mod kv;

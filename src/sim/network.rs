@@ -40,6 +40,8 @@ pub struct NetConfig {
     pub reconnect_max_us: Micros,
     /// Each node's clock runs at a rate within 1 ± this (e.g. 0.01).
     pub clock_skew: f64,
+    /// Each node's clock starts ahead by up to this much (0: clocks agree at the start).
+    pub clock_offset_max_us: Micros,
 }
 
 impl Default for NetConfig {
@@ -53,6 +55,7 @@ impl Default for NetConfig {
             reconnect_min_us: 5_000,
             reconnect_max_us: 50_000,
             clock_skew: 0.0,
+            clock_offset_max_us: 0,
         }
     }
 }

@@ -132,6 +132,8 @@ pub(super) struct NodeState {
     pub(super) deferred: VecDeque<Event>,
     /// Clock rate in parts per million of virtual time.
     rate_ppm: u64,
+    /// How far ahead of the others this node's clock starts.
+    offset_us: Micros,
     /// When the node's process starts (virtual time); before that it has no listener, so
     /// nothing can connect to it.
     start_us: Micros,
@@ -184,6 +186,8 @@ impl<O: Observer> World<O> {
                 paused_until: 0,
                 deferred: VecDeque::new(),
                 rate_ppm: PPM - skew_ppm + uniform(&mut rng, 0, 2 * skew_ppm),
+                // Drawn only when asked for, so other runs' draws are unchanged.
+                offset_us: uniform(&mut rng, 0, config.clock_offset_max_us),
                 outputs: Vec::new(),
                 replies: Vec::new(),
             })
@@ -286,10 +290,11 @@ impl<O: Observer> World<O> {
         self.push(until, node, Action::Resume);
     }
 
-    /// Node `node`'s clock: the epoch anchor plus virtual time at the node's rate.
+    /// Node `node`'s clock: the epoch anchor and its offset, plus virtual time at its rate.
     pub(super) fn clock_us(&self, node: NodeId) -> Micros {
-        let rate = self.nodes[node].rate_ppm as u128;
-        CLOCK_EPOCH_US + (self.now as u128 * rate / PPM as u128) as Micros
+        let state = &self.nodes[node];
+        let rate = state.rate_ppm as u128;
+        CLOCK_EPOCH_US + state.offset_us + (self.now as u128 * rate / PPM as u128) as Micros
     }
 
     // Frames: encoded once when sent, decoded by the receiver, the buffer reused.

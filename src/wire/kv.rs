@@ -15,7 +15,10 @@ pub const OP_PUT: u8 = 4;
 pub const OP_STATS: u8 = 5;
 /// Exit.
 pub const OP_KILL: u8 = 6;
-const OP_MAX: u8 = 6;
+/// Reply with the version held (and whether it is a value: `STATUS_VALUE` or `STATUS_NIL`),
+/// not the value: the first phase of a masterless write.
+pub const OP_VERSION: u8 = 7;
+const OP_MAX: u8 = 7;
 
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_NIL: u8 = 1;
@@ -407,11 +410,13 @@ pub fn write_swim_update(out: &mut [u8], node: u16, state: u8, incarnation: u64)
 }
 
 /// Anti-entropy steps (see `roles::kv::merkle`): the initiator's hashes, the responder's
-/// verdicts, either side's items of the differing leaves, and the end of a session.
+/// verdicts, the initiator's items of the differing leaves, the keys the responder wants
+/// from them, and the end of a session.
 pub const TREE_HASHES: u8 = 1;
 pub const TREE_VERDICTS: u8 = 2;
 pub const TREE_ITEMS: u8 = 3;
-pub const TREE_END: u8 = 4;
+pub const TREE_WANTS: u8 = 4;
+pub const TREE_END: u8 = 5;
 const TREE_HEADER: usize = 4 + 1;
 
 /// Node ↔ node: one step of an anti-entropy session. The body's layout is the step's, checked

@@ -303,7 +303,7 @@ fn malformed_payloads_are_errors() {
         ),
         (frame_of(Kind::KvSwim, &[3; 22]), "unknown state"),
         (frame_of(Kind::KvTree, &[0; 4]), "too short"),
-        (frame_of(Kind::KvTree, &[0, 0, 0, 0, 5]), "unknown step"),
+        (frame_of(Kind::KvTree, &[0, 0, 0, 0, 6]), "unknown step"),
     ];
     for (frame, why) in cases {
         match Message::decode(&frame) {

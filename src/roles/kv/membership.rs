@@ -11,7 +11,9 @@
 //! What a node learns travels on the probes themselves: every `Ping`, `Ack` and `PingReq`
 //! carries up to `UPDATES_PER_MESSAGE` recent updates `(node, state, incarnation)`, each sent
 //! `retransmissions` (≈ 3·log2 n) times, freshest first. A node that hears it is suspected
-//! refutes it by raising its incarnation and announcing itself alive; an update wins over what
+//! refutes it by raising its incarnation and announcing itself alive (a rumour about an older
+//! incarnation, from a node that restarted and forgot, is answered with the current one); an
+//! update wins over what
 //! a node holds when its incarnation is higher, or equal with a worse state (alive < suspect <
 //! dead). A node starts with its incarnation set from its clock, so a restarted node's first
 //! announcement overrides the death the others recorded.
@@ -418,9 +420,12 @@ impl Membership {
             return;
         }
         if update.node == self.me {
+            // Suspected or declared dead: refute it. A rumour about an older incarnation is
+            // answered too — whoever spreads it does not know the current one (it restarted,
+            // or missed the announcement) and would otherwise declare this node dead.
             let mine = &mut self.members[self.me];
-            if update.state != State::Alive && update.incarnation >= mine.incarnation {
-                mine.incarnation = update.incarnation + 1;
+            if update.state != State::Alive {
+                mine.incarnation = mine.incarnation.max(update.incarnation + 1);
                 let refutation = Update {
                     node: self.me,
                     state: State::Alive,
@@ -682,6 +687,59 @@ mod tests {
             &mut out,
         );
         assert_eq!(node.incarnation(0), 5_001);
+    }
+
+    /// A node that restarted knows the others only at incarnation 0; when it suspects one,
+    /// the suspect answers with its current incarnation instead of ignoring an old rumour (it
+    /// was declared dead, sim seed 2000083 of the masterless kv).
+    #[test]
+    fn a_rumour_about_an_older_incarnation_is_answered_with_the_current_one() {
+        let mut node = Membership::new(1, 3, 5_000, 1);
+        let mut out = Vec::new();
+        let mut rumours = Updates::default();
+        rumours.push(Update {
+            node: 1,
+            state: State::Suspect,
+            incarnation: 0,
+        });
+        let ping = Swim::Ping {
+            sequence: 3,
+            updates: rumours,
+        };
+        // Its start announcement has been sent often enough to be gone from its gossip.
+        for _ in 0..64 {
+            let _ = node.updates_to_send();
+        }
+        node.on_message(6_000, 0, ping, &mut out);
+        assert_eq!(node.incarnation(1), 5_000);
+        let Some((0, Swim::Ack { updates, .. })) = out.pop() else {
+            panic!("no ack: {out:?}");
+        };
+        assert!(updates.as_slice().contains(&Update {
+            node: 1,
+            state: State::Alive,
+            incarnation: 5_000
+        }));
+        // And the restarted node, hearing it, takes it alive at that incarnation.
+        let mut restarted = Membership::new(0, 3, 9_000, 2);
+        restarted.suspect(1, 9_500);
+        assert_eq!(restarted.state(1), State::Suspect);
+        let mut heard = Updates::default();
+        heard.push(Update {
+            node: 1,
+            state: State::Alive,
+            incarnation: 5_000,
+        });
+        restarted.on_message(
+            9_600,
+            1,
+            Swim::Ping {
+                sequence: 1,
+                updates: heard,
+            },
+            &mut out,
+        );
+        assert_eq!(restarted.state(1), State::Alive);
     }
 
     /// Time from a crash to every node seeing it dead, and from a restart to every node seeing

@@ -25,6 +25,7 @@
 //! time for a silent worker; reads in flight to a worker that dies fail with an error the
 //! client may retry unless a ready replica answered.
 
+pub mod dynamo;
 pub mod hlc;
 pub mod master;
 pub mod membership;
@@ -56,6 +57,8 @@ const TIMER_CHECK: Timer = Timer(101);
 pub enum Kv {
     Master(Box<master::Master>),
     Worker(Box<worker::Worker>),
+    /// A node of the masterless store (`dynamo/`).
+    Node(Box<dynamo::Node>),
 }
 
 impl Kv {
@@ -88,6 +91,7 @@ impl Kv {
         match &mut self {
             Kv::Master(master) => master.set_failure_timeouts(suspect_us, evict_us),
             Kv::Worker(worker) => worker.set_heartbeat_us(heartbeat_us),
+            Kv::Node(_) => {}
         }
         self
     }
@@ -109,12 +113,14 @@ impl Role for Kv {
                 io.set_timer(master.check_every_us(), TIMER_CHECK);
             }
             Kv::Worker(worker) => worker.on_start(io),
+            Kv::Node(node) => node.on_start(io),
         }
     }
     fn on_message(&mut self, io: &mut impl Io, from: NodeId, message: Message<'_>) {
         match self {
             Kv::Master(master) => master.on_message(io, from, message),
             Kv::Worker(worker) => worker.on_message(io, from, message),
+            Kv::Node(node) => node.on_message(io, from, message),
         }
     }
     fn on_timer(&mut self, io: &mut impl Io, timer: Timer) {
@@ -126,6 +132,7 @@ impl Role for Kv {
             }
             Kv::Master(_) => {}
             Kv::Worker(worker) => worker.on_timer(io, timer),
+            Kv::Node(node) => node.on_timer(io, timer),
         }
     }
     fn on_peer_up(&mut self, io: &mut impl Io, peer: NodeId) {
@@ -133,6 +140,7 @@ impl Role for Kv {
             Kv::Master(master) => master.on_peer_up(io, peer),
             Kv::Worker(worker) if peer == worker.master() => worker.on_master_up(),
             Kv::Worker(_) => {}
+            Kv::Node(node) => node.on_peer_up(peer),
         }
     }
     fn on_peer_down(&mut self, io: &mut impl Io, peer: NodeId) {
@@ -141,17 +149,20 @@ impl Role for Kv {
             // A worker without its master has nobody to serve; it exits.
             Kv::Worker(worker) if peer == worker.master() => io.stop(),
             Kv::Worker(_) => {}
+            Kv::Node(node) => node.on_peer_down(peer),
         }
     }
     fn on_writable(&mut self, io: &mut impl Io, peer: NodeId) {
         match self {
             Kv::Master(master) => master.on_writable(io, peer),
             Kv::Worker(worker) => worker.on_writable(io),
+            Kv::Node(node) => node.on_writable(io),
         }
     }
     fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {
         match self {
             Kv::Master(master) => master.on_client(io, client, command),
+            Kv::Node(node) => node.on_client(io, client, command),
             Kv::Worker(_) => {
                 let error = crate::wire::client::Reply::Error("ERR a worker serves no clients");
                 io.reply(client, &error);
@@ -161,6 +172,7 @@ impl Role for Kv {
     fn on_client_error(&mut self, io: &mut impl Io, client: ClientId, error: &str, close: bool) {
         match self {
             Kv::Master(master) => master.on_client_error(io, client, error, close),
+            Kv::Node(node) => node.on_client_error(client, error, close),
             Kv::Worker(_) => {
                 io.reply(client, &crate::wire::client::Reply::Error(error));
                 if close {
@@ -170,14 +182,17 @@ impl Role for Kv {
         }
     }
     fn on_client_closed(&mut self, io: &mut impl Io, client: ClientId) {
-        if let Kv::Master(master) = self {
-            master.on_client_closed(io, client);
+        match self {
+            Kv::Master(master) => master.on_client_closed(io, client),
+            Kv::Node(node) => node.on_client_closed(client),
+            Kv::Worker(_) => {}
         }
     }
     fn on_flush(&mut self, io: &mut impl Io) {
         match self {
             Kv::Master(master) => master.on_flush(io),
             Kv::Worker(worker) => worker.on_flush(io),
+            Kv::Node(node) => node.on_flush(io),
         }
     }
 }
