@@ -76,6 +76,21 @@ impl Cluster {
         spawn_pollen("kv", &args, &self.dir.join("peers.txt"), streams)
     }
 
+    /// A front door (`--front-door`, node NODES) on `resp_port`, its stdin piped to the REPL.
+    fn spawn_front_door(&self, peer_port: u16, resp_port: u16) -> Child {
+        let (port, resp) = (peer_port.to_string(), resp_port.to_string());
+        let args = [
+            "node",
+            &port,
+            "--front-door",
+            "--repl",
+            "--resp-port",
+            &resp,
+        ];
+        let streams = [Stdio::piped(), Stdio::piped(), Stdio::null()];
+        spawn_pollen("kv", &args, &self.dir.join("peers.txt"), streams)
+    }
+
     fn pid(&self, node: usize) -> u32 {
         self.processes.0[node].id()
     }
@@ -268,5 +283,86 @@ fn histories_through_every_node_are_linearizable_under_kill_and_stop() {
     assert!(unknown > 0, "the faults touched no operation");
     if let Err(error) = linearizable::check(&history) {
         panic!("not linearizable: {error}");
+    }
+}
+
+/// distro-db's command line: a front door holding no data serves the REPL and Redis clients;
+/// killing it mid-load costs the clients of the data nodes nothing.
+#[test]
+fn killing_the_front_door_mid_load_is_invisible_to_clients_of_the_data_nodes() {
+    let _serial = serial();
+    let mut cluster = Cluster::start("kv-nodes-door");
+    let door_ports = free_ports(2);
+    let door = cluster.spawn_front_door(door_ports[0], door_ports[1]);
+    let door = cluster.processes.push(door).id();
+    wait_serving(door_ports[1]);
+    let origin = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2u32)
+        .map(|client| {
+            let (ports, stop) = (cluster.resp_ports.clone(), stop.clone());
+            std::thread::spawn(move || client_loop(client, ports, origin, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    common::signal(door, "-KILL");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let history: Vec<Operation> = clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect();
+    let failed = history
+        .iter()
+        .filter(|o| o.outcome == Outcome::Unknown)
+        .count();
+    assert!(history.len() > 500, "too little load: {}", history.len());
+    assert_eq!(failed, 0, "clients of the data nodes saw errors");
+    linearizable::check(&history).unwrap();
+}
+
+/// The front door's REPL through a pipe: answers in order, NODES, KILL of a data node (its
+/// keys still read from the other replicas), SHUTDOWN stopping every node.
+#[test]
+fn a_front_door_repl_session_kills_a_node_and_shuts_the_cluster_down() {
+    let _serial = serial();
+    let mut cluster = Cluster::start("kv-nodes-repl");
+    let door_ports = free_ports(2);
+    let door = cluster.spawn_front_door(door_ports[0], door_ports[1]);
+    cluster.processes.push(door);
+    wait_serving(door_ports[1]);
+    let script = "SET a 1\nGET a\nNODES\nKILL 2\nKILL 9\nGET a\nDEL a\nGET a\nSHUTDOWN\n";
+    let door = cluster.processes.0.last_mut().unwrap();
+    let (output, success) = common::repl_transcript(door, script);
+    assert!(success, "the front door did not exit 0: {output}");
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "OK",
+            "\"1\"",
+            "node 0 up",
+            "node 1 up",
+            "node 2 up",
+            "OK",
+            "ERR usage: KILL <data node that is up>",
+            "\"1\"",
+            "(integer) 1",
+            "(nil)",
+            "OK"
+        ],
+        "{output}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in 0..NODES {
+        let child = &mut cluster.processes.0[node];
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "data node {node} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "data node {node}: {status:?}");
     }
 }

@@ -599,3 +599,21 @@ fn masterless_histories_are_linearizable_under_faults() {
     println!("{operations} operations, {acknowledged} acknowledged writes");
     assert_no_failures("seeds", &failures);
 }
+
+/// Seeds that once failed the masterless kv: 105 841 (two nodes declared each other dead with
+/// the third down for good, and never probed each other again), 2 000 083 (a restarted node
+/// knew the others at incarnation 0 and declared them dead; they ignored the old rumour).
+#[test]
+fn masterless_regression_seeds() {
+    use pollen::journal::Fsync;
+    use pollen::sim::dynamo;
+    let mut failures = Vec::new();
+    for (seed, fsync) in [(105_841, None), (2_000_083, Some(Fsync::Always))] {
+        let mut options = dynamo::Options::new(3, seed, Kinds::All);
+        options.fsync = fsync;
+        if let Some(failure) = dynamo::run(&options).failure {
+            failures.push(format!("seed {seed}: {failure}"));
+        }
+    }
+    assert_no_failures("regression seeds", &failures);
+}

@@ -23,7 +23,7 @@ usage: pollen kv slave PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
                         [--suspect-ms MS] [--evict-ms MS] [-v | -q]
        pollen kv node PORT [-h HOST] [--peer-config-file FILE] [--cluster NAME]
                       [--cookie-file FILE] [--replicas N] [--write-quorum W]
-                      [--read-quorum R] [--resp-port P] [--repl]
+                      [--read-quorum R] [--resp-port P] [--repl] [--front-door]
                       [--data-dir DIR [--fsync always|everysec|no]] [-v | -q]
 
 The peers file lists the workers (default peers.json). The master reads commands on stdin
@@ -33,7 +33,9 @@ replays the log when it starts again.
 
 `kv node` is a node of the masterless store: the peers file lists every node, each serves
 Redis clients on --resp-port (default PORT + 1000) and coordinates their requests on the key's
-replicas itself (quorums W and R, default a majority of --replicas, default 3).";
+replicas itself (quorums W and R, default a majority of --replicas, default 3). With
+--front-door the node is not in the peers file and holds no data: it coordinates for its
+clients only (distro-db's master, minus the single point of failure).";
 
 /// The options in the order `--help` lists them (master's and worker's interleaved).
 fn options() -> Options {
@@ -51,6 +53,11 @@ fn options() -> Options {
     );
     options.optflag("", "no-repl", "do not read commands from stdin");
     options.optflag("", "repl", "node: read commands from stdin");
+    options.optflag(
+        "",
+        "front-door",
+        "node: hold no data; coordinate for this node's clients only (not in the peers file)",
+    );
     options.optopt(
         "",
         "write-quorum",
@@ -122,7 +129,7 @@ pub(super) fn run(args: &[String]) -> Result<(), Exit> {
     if matches.free.first().is_some_and(|word| word == "node") {
         return run_node(&matches);
     }
-    for option in ["repl", "write-quorum", "read-quorum"] {
+    for option in ["repl", "write-quorum", "read-quorum", "front-door"] {
         if matches.opt_present(option) {
             return Err(Exit::Usage(format!("kv: --{option} is for `kv node`")));
         }
@@ -286,11 +293,35 @@ fn run_node(matches: &Matches) -> Result<(), Exit> {
         }
     }
     let host = args::host(matches);
-    let addresses = args::peers(matches)?;
-    let node = args::find_self(&addresses, &host, port)?;
-    let config = node_config(matches, addresses.len())?;
+    let mut addresses = args::peers(matches)?;
+    let data_nodes = addresses.len();
+    let front_door = matches.opt_present("front-door");
+    let own = crate::peers::resolve(&format!("{host}:{port}")).map_err(Exit::Usage)?;
+    // The place past the data nodes is a front door's: data nodes keep it open (a front door
+    // dials them; they never dial it), so one may come and go.
+    let node = if front_door {
+        if addresses.contains(&own) {
+            return Err(Exit::Usage(format!(
+                "kv: the front door's {own} is listed as a data node"
+            )));
+        }
+        data_nodes
+    } else {
+        args::find_self(&addresses, &host, port)?
+    };
+    addresses.push(if front_door {
+        own
+    } else {
+        "0.0.0.0:0".parse().expect("valid")
+    });
+    let config = node_config(matches, data_nodes)?;
     let fsync = fsync(matches)?;
     let data_dir = matches.opt_str("data-dir");
+    if front_door && data_dir.is_some() {
+        return Err(Exit::Usage(
+            "kv: a front door keeps no data (no --data-dir)".to_string(),
+        ));
+    }
     if data_dir.is_none() && fsync.is_some() {
         return Err(Exit::Usage("kv: --fsync needs --data-dir".to_string()));
     }
@@ -321,9 +352,10 @@ fn run_node(matches: &Matches) -> Result<(), Exit> {
     };
     let driver = args::start_driver(net_config, role)?;
     let port = driver.client_address().map_or(resp_port, |a| a.port());
+    let what = if front_door { "front door" } else { "node" };
     info!(
-        "kv node {node}: {replicas} replicas, W={write_quorum} R={read_quorum}, Redis clients \
-         on port {port}"
+        "kv {what} {node}: {replicas} replicas, W={write_quorum} R={read_quorum}, Redis \
+         clients on port {port}"
     );
     args::run_driver(driver)?;
     Ok(())
@@ -345,7 +377,7 @@ fn node_config(matches: &Matches, nodes: usize) -> Result<kv::dynamo::Config, Ex
             "--replicas must be 1..={replicas_max} (at most the nodes)"
         )));
     }
-    let mut config = kv::dynamo::Config::new(nodes, nodes, replicas);
+    let mut config = kv::dynamo::Config::new(nodes, nodes + 1, replicas);
     config.write_quorum = number(matches, "write-quorum", config.write_quorum)?;
     config.read_quorum = number(matches, "read-quorum", replicas + 1 - config.write_quorum)?;
     let (w, r) = (config.write_quorum, config.read_quorum);

@@ -256,7 +256,20 @@ impl Membership {
                 acked: false,
                 indirect_sent: false,
             });
-            let updates = self.updates_to_send();
+            let mut updates = self.updates_to_send();
+            // A probed node this one thinks suspect or dead is told so, whatever the gossip
+            // holds, so that it refutes.
+            let member = &self.members[target];
+            if member.state != State::Alive {
+                let verdict = Update {
+                    node: target,
+                    state: member.state,
+                    incarnation: member.incarnation,
+                };
+                if !updates.push(verdict) {
+                    updates.list[UPDATES_PER_MESSAGE - 1] = verdict;
+                }
+            }
             let sequence = self.sequence;
             out.send(target, Swim::Ping { sequence, updates });
         }
@@ -305,8 +318,9 @@ impl Membership {
         }
     }
 
-    /// The next node to probe: round-robin over a list shuffled at each pass, skipping the
-    /// dead (they come back by announcing themselves).
+    /// The next node to probe: round-robin over a list shuffled at each pass. The dead are
+    /// probed too: two nodes that each declared the other dead, with no third node left to
+    /// carry news between them, would otherwise never learn they were wrong.
     fn next_target(&mut self) -> Option<NodeId> {
         for _ in 0..=self.order.len() {
             if self.next_in_order == 0 {
@@ -317,10 +331,8 @@ impl Membership {
             }
             let candidate = self.order.get(self.next_in_order).copied();
             self.next_in_order = (self.next_in_order + 1) % self.order.len().max(1);
-            if let Some(node) = candidate
-                && self.is_up(node)
-            {
-                return Some(node);
+            if candidate.is_some() {
+                return candidate;
             }
         }
         None
@@ -740,6 +752,27 @@ mod tests {
             &mut out,
         );
         assert_eq!(restarted.state(1), State::Alive);
+    }
+
+    /// Nodes 0 and 1 are cut apart long enough to declare each other dead while node 2 is
+    /// down for good: once the link heals, probing the dead brings both back (sim seed 105841
+    /// of the masterless kv kept them dead forever).
+    #[test]
+    fn two_nodes_that_declared_each_other_dead_find_each_other_again() {
+        let mut net = Net::new(3, 7, 0);
+        net.run(net.now + 2_000_000);
+        net.nodes[2] = None;
+        // The cut: every message between 0 and 1 lost, for 10 s.
+        net.loss_ppm = 1_000_000;
+        net.run(net.now + 10_000_000);
+        let zero = net.nodes[0].as_ref().unwrap();
+        assert_eq!(zero.state(1), State::Dead);
+        net.loss_ppm = 0;
+        net.run(net.now + 5_000_000);
+        for (node, other) in [(0, 1), (1, 0)] {
+            let view = net.nodes[node].as_ref().unwrap();
+            assert_eq!(view.state(other), State::Alive, "{node} sees {other}");
+        }
     }
 
     /// Time from a crash to every node seeing it dead, and from a restart to every node seeing

@@ -76,6 +76,10 @@ pub enum Answer {
     Lines(String),
     /// An empty array (`COMMAND DOCS`, `CONFIG GET` of a parameter this store has not).
     Empty,
+    /// `OK`, and then data node `n` is told to exit (KILL): in the connection's order.
+    Kill(NodeId),
+    /// `OK`, and then this node stops (after telling the data nodes to, on a front door).
+    Shutdown,
 }
 
 struct Request {

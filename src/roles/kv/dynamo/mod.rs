@@ -174,6 +174,8 @@ pub struct Node {
     next_repair_us: Micros,
     /// Clients to close once their answers are out (QUIT).
     closing: Vec<ClientId>,
+    /// A SHUTDOWN came: later commands are ignored; it takes effect in its turn.
+    shutting_down: bool,
     stopping: bool,
 }
 
@@ -213,6 +215,7 @@ impl Node {
             repair: Repair::new(me, shared_partitions(me, &config)),
             next_repair_us: 0,
             closing: Vec::new(),
+            shutting_down: false,
             stopping: false,
             config,
         }
@@ -369,7 +372,7 @@ impl Node {
     }
 
     pub fn on_client(&mut self, io: &mut impl Io, client: ClientId, command: Command<'_>) {
-        if self.stopping {
+        if self.stopping || self.shutting_down {
             return;
         }
         let now = io.now();
@@ -381,7 +384,7 @@ impl Node {
             (b"SET", 3) => (Action::Set, command.arg(1), command.arg(2)),
             (b"DEL", 2) => (Action::Del, command.arg(1), b""),
             _ => {
-                let answer = self.command(io, client, &command, &name);
+                let answer = self.command(client, &command, &name);
                 self.coordinator.answer_now(client, answer);
                 return;
             }
@@ -397,13 +400,7 @@ impl Node {
     }
 
     /// The commands answered without the replicas.
-    fn command(
-        &mut self,
-        io: &mut impl Io,
-        client: ClientId,
-        command: &Command<'_>,
-        name: &[u8],
-    ) -> Answer {
+    fn command(&mut self, client: ClientId, command: &Command<'_>, name: &[u8]) -> Answer {
         match (name, command.len()) {
             (b"PING", 1) => Answer::Status("PONG"),
             (b"PING", 2) | (b"ECHO", 2) => Answer::Value(command.arg(1).to_vec()),
@@ -412,10 +409,16 @@ impl Node {
                 Answer::Ok
             }
             (b"SHUTDOWN", _) => {
-                info!("node {}: SHUTDOWN from a client", self.links.me);
-                self.stop(io);
-                Answer::Ok
+                self.shutting_down = true;
+                Answer::Shutdown
             }
+            (b"KILL", 2) => match std::str::from_utf8(command.arg(1)).map(str::parse::<usize>) {
+                Ok(Ok(node)) if node < self.config.data_nodes && self.links.up(node) => {
+                    Answer::Kill(node)
+                }
+                _ => Answer::Error("ERR usage: KILL <data node that is up>"),
+            },
+            (b"NODES", 1) => Answer::Lines(self.nodes_report()),
             (b"INFO", _) => Answer::Lines(self.info()),
             // What redis-cli and redis-benchmark ask as they start.
             (b"COMMAND", _) => Answer::Empty,
@@ -427,6 +430,28 @@ impl Node {
             }
             _ => Answer::Error("ERR unknown command"),
         }
+    }
+
+    /// Tells data node `node` to exit (distro-db's KILL).
+    fn kill(&mut self, node: NodeId) {
+        let op = Op {
+            kind: OP_KILL,
+            request: 0,
+            version: 0,
+            key: b"",
+            value: b"",
+        };
+        self.links.queue_op(node, &op);
+    }
+
+    /// One line per data node: up or down, as this node sees it.
+    fn nodes_report(&self) -> String {
+        let mut text = String::new();
+        for node in 0..self.config.data_nodes {
+            let state = if self.links.up(node) { "up" } else { "down" };
+            let _ = write!(text, "node {node} {state}\r\n");
+        }
+        text
     }
 
     fn info(&self) -> String {
@@ -487,15 +512,45 @@ impl Node {
         }
         let closing = &mut self.closing;
         let links = &mut self.links;
+        let mut actions = Vec::new();
         self.coordinator
             .drain(links, &mut self.hlc, now, &mut |client, answer| {
                 reply(io, client, answer);
+                if matches!(answer, Answer::Kill(_) | Answer::Shutdown) {
+                    actions.push(answer.clone());
+                }
                 if let Some(at) = closing.iter().position(|&c| c == client) {
                     closing.swap_remove(at);
                     io.close_client(client);
                 }
             });
+        for action in actions {
+            self.act(io, &action);
+        }
         self.flush_frames(io);
+    }
+
+    /// KILL and SHUTDOWN, once their turn has come.
+    fn act(&mut self, io: &mut impl Io, action: &Answer) {
+        match *action {
+            Answer::Kill(node) => {
+                info!("node {}: KILL {node} from a client", self.links.me);
+                self.kill(node);
+            }
+            Answer::Shutdown => {
+                // A front door stops the whole cluster, as distro-db's master does; a data
+                // node stops itself.
+                info!("node {}: SHUTDOWN from a client", self.links.me);
+                if self.replica.is_none() {
+                    for node in 0..self.config.data_nodes {
+                        self.kill(node);
+                    }
+                }
+                self.flush_frames(io);
+                self.stop(io);
+            }
+            _ => {}
+        }
     }
 
     fn flush_frames(&mut self, io: &mut impl Io) {
@@ -579,6 +634,7 @@ fn reply(io: &mut impl Io, client: ClientId, answer: &Answer) {
         Answer::Error(text) => Reply::Error(text),
         Answer::Lines(text) => Reply::Lines(text.as_bytes()),
         Answer::Empty => Reply::Array(0),
+        Answer::Kill(_) | Answer::Shutdown => Reply::Ok,
     };
     io.reply(client, &reply);
 }
