@@ -23,6 +23,10 @@
 //! - kv-durable: redis-benchmark SET (-P 1 and -P 16, 50 clients) against pollen kv whose
 //!   workers log to `--data-dir` with `--fsync everysec` and `always`, and against redis-server
 //!   with `appendonly yes` and the same `appendfsync`, both logging to the same file system.
+//! - kv-node: the masterless store (`kv node`, 2 data nodes, N = 2, W = 2, R = 1), two
+//!   redis-benchmarks (25 clients each, `-r 1000000`) at once, one on each node's port, and the
+//!   same two against one redis-server; SET and GET at -P 1 and -P 16, and SET with
+//!   `--fsync always` (redis: `appendfsync always`); sums of the two rates, ratio of medians.
 //! - alloc: heap allocations per delivered message over a 1 s window mid-send, gossip and ring
 //!   in this process under a counting global allocator (`tests/support/alloc_probe.rs`).
 
@@ -124,6 +128,14 @@ fn main() {
     if wanted("kv-durable") {
         for fsync in ["everysec", "always"] {
             match bench_kv(&out_dir, Some(fsync)) {
+                Ok(kv) => rows.extend(kv),
+                Err(note) => notes.push(note),
+            }
+        }
+    }
+    if wanted("kv-node") {
+        for fsync in [None, Some("always")] {
+            match bench_kv_node(&out_dir, fsync) {
                 Ok(kv) => rows.extend(kv),
                 Err(note) => notes.push(note),
             }
@@ -430,6 +442,116 @@ fn bench_kv(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
     outcome
 }
 
+/// kv-node rows: two `kv node`s and one redis-server, each under two redis-benchmarks at once
+/// (one per node: every node coordinates), interleaved per run.
+fn bench_kv_node(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
+    let ports = free_ports(5);
+    let peers = dir.join("kv-nodes.txt");
+    let text = format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]);
+    std::fs::write(&peers, text).expect("write peers file");
+    let data = dir.join("kv-node-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("create the data dir");
+    let mut children: Vec<Child> = Vec::new();
+    for node in 0..2 {
+        let (port, resp) = (ports[node].to_string(), ports[2 + node].to_string());
+        let mut args = vec!["node", &port, "--replicas", "2", "--resp-port", &resp];
+        let data_dir = data
+            .join(format!("node-{node}"))
+            .to_string_lossy()
+            .into_owned();
+        if let Some(fsync) = fsync {
+            args.extend(["--data-dir", &data_dir, "--fsync", fsync]);
+        }
+        children.push(kv_spawn(&args, &peers));
+    }
+    let mut redis = Command::new("redis-server");
+    redis.args([
+        "--port",
+        &ports[4].to_string(),
+        "--save",
+        "",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    match fsync {
+        None => redis.args(["--appendonly", "no"]),
+        Some(fsync) => redis
+            .args(["--appendonly", "yes", "--appendfsync", fsync, "--dir"])
+            .arg(&data),
+    };
+    children.push(
+        redis
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("kv-node rows skipped: redis-server: {e}"))?,
+    );
+    let (part, tests) = match fsync {
+        None => ("kv-node".to_string(), "set,get"),
+        Some(fsync) => (format!("kv-node fsync {fsync}"), "set"),
+    };
+    let outcome = (|| {
+        for port in [ports[2], ports[3], ports[4]] {
+            wait_until_set_works(port)?;
+        }
+        let servers = [
+            ("pollen", [ports[2], ports[3]]),
+            ("redis", [ports[4], ports[4]]),
+        ];
+        let mut rows = Vec::new();
+        for pipeline in [1, 16] {
+            let mut table: HashMap<(&str, &str), Row> = HashMap::new();
+            for run in 1..=RUNS {
+                for (server, pair) in servers {
+                    eprintln!("{part}: {server} -P {pipeline}, run {run}/{RUNS} ...");
+                    let both: Vec<_> = pair
+                        .map(|port| {
+                            std::thread::spawn(move || redis_benchmark_half(port, pipeline, tests))
+                        })
+                        .into_iter()
+                        .map(|thread| thread.join().expect("benchmark thread"))
+                        .collect::<Result<_, _>>()?;
+                    let (set, get) = (both[0].0 + both[1].0, both[0].1 + both[1].1);
+                    eprintln!("  SET {set:.0}/s, GET {get:.0}/s");
+                    for (command, rate) in [("SET", set), ("GET", get)] {
+                        if rate == 0.0 {
+                            continue;
+                        }
+                        let name =
+                            format!("{part} {server} {command} -P {pipeline} (2 benchmarks)");
+                        table
+                            .entry((server, command))
+                            .or_insert_with(|| Row::new(name, "req/s"))
+                            .samples
+                            .push(rate);
+                    }
+                }
+            }
+            for command in ["SET", "GET"] {
+                let (Some(pollen), Some(redis)) = (
+                    table.remove(&("pollen", command)),
+                    table.remove(&("redis", command)),
+                ) else {
+                    continue;
+                };
+                let mut ratio = Row::new(
+                    format!("{part} {command} -P {pipeline}: pollen ÷ redis, medians"),
+                    "×",
+                );
+                ratio.samples.push(pollen.median() / redis.median());
+                rows.extend([pollen, redis, ratio]);
+            }
+        }
+        Ok(rows)
+    })();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    outcome
+}
+
 fn kv_spawn(args: &[&str], peers: &Path) -> Child {
     let args = [args, &["-q"]].concat();
     spawn_pollen(
@@ -464,17 +586,28 @@ fn wait_until_set_works(port: u16) -> Result<(), String> {
 /// not measured).
 fn redis_benchmark(port: u16, pipeline: u32, tests: &str) -> Result<(f64, f64), String> {
     let requests = if pipeline == 1 { 100_000 } else { 1_000_000 };
+    redis_benchmark_with(port, pipeline, tests, 50, requests, &[])
+}
+
+/// Half of a two-benchmark run: 25 clients, half the requests, keys drawn from a million
+/// (`-r`), so the two benchmarks' keys fall on every node's partitions.
+fn redis_benchmark_half(port: u16, pipeline: u32, tests: &str) -> Result<(f64, f64), String> {
+    let requests = if pipeline == 1 { 50_000 } else { 500_000 };
+    redis_benchmark_with(port, pipeline, tests, 25, requests, &["-r", "1000000"])
+}
+
+fn redis_benchmark_with(
+    port: u16,
+    pipeline: u32,
+    tests: &str,
+    clients: u32,
+    requests: u32,
+    extra: &[&str],
+) -> Result<(f64, f64), String> {
     let output = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            tests,
-            "-c",
-            "50",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", tests])
+        .args(["-c", &clients.to_string()])
+        .args(extra)
         .args([
             "-n",
             &requests.to_string(),
