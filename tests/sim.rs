@@ -576,7 +576,7 @@ fn masterless_histories_are_linearizable_under_faults() {
     use pollen::journal::Fsync;
     use pollen::sim::dynamo;
     let mut failures = Vec::new();
-    let (mut operations, mut acknowledged) = (0, 0);
+    let (mut operations, mut acknowledged, mut reclaimed) = (0, 0, 0);
     for (data_nodes, fsync, first, count) in [
         (3, None, 0, seeds_total() / 10),
         (4, None, 1_000_000, seeds_total() / 20),
@@ -594,9 +594,11 @@ fn masterless_histories_are_linearizable_under_faults() {
             }
             operations += report.operations;
             acknowledged += report.acknowledged_writes;
+            reclaimed += report.reclaimed;
         }
     }
-    println!("{operations} operations, {acknowledged} acknowledged writes");
+    println!("{operations} operations, {acknowledged} acknowledged writes, {reclaimed} reclaimed");
+    assert!(reclaimed > 0, "no tombstone was reclaimed");
     assert_no_failures("seeds", &failures);
 }
 

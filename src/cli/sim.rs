@@ -341,8 +341,9 @@ fn masterless_runner(matches: &Matches, common: Common) -> Result<Runner, Exit> 
             failure: report.failure,
             deliveries: report.stats.deliveries,
             line: Some(format!(
-                "linearizable: {} operations, {} acknowledged writes, {} unknown outcomes",
-                report.operations, report.acknowledged_writes, report.unknown
+                "linearizable: {} operations, {} acknowledged writes, {} unknown outcomes, \
+                 {} tombstones reclaimed",
+                report.operations, report.acknowledged_writes, report.unknown, report.reclaimed
             )),
             faults: report.faults.len(),
             trace: report.trace,

@@ -47,6 +47,9 @@ const SETTLE_US: Micros = 8_000_000;
 /// The final reads' client.
 const FINAL_CLIENT: ClientId = 1_000_000;
 const STEP_US: Micros = 1_000;
+/// Deletions are reclaimed 5 s after they were stamped: during the settling time, after
+/// anti-entropy has brought every tombstone to every replica.
+const TOMBSTONE_GRACE_US: Micros = 5_000_000;
 /// Mixed into the run's seed for the clients' generator.
 const CLIENT_SEED_SALT: u64 = 0xC11E_4751;
 
@@ -92,6 +95,7 @@ impl Options {
     fn config(&self) -> Config {
         let mut config = Config::new(self.data_nodes, self.nodes(), self.replicas);
         config.seed = self.seed;
+        config.tombstone_grace_us = TOMBSTONE_GRACE_US;
         config
     }
 
@@ -116,6 +120,8 @@ pub struct Report {
     pub operations: usize,
     pub acknowledged_writes: usize,
     pub unknown: usize,
+    /// Tombstones the live replicas reclaimed.
+    pub reclaimed: u64,
 }
 
 impl SeedReport for Report {
@@ -180,6 +186,12 @@ fn simulate(options: &Options) -> Report {
             .iter()
             .filter(|o| o.outcome == Outcome::Unknown)
             .count(),
+        reclaimed: (0..options.data_nodes)
+            .filter_map(|node| match sim.role(node) {
+                Some(Kv::Node(role)) => role.replica().map(|replica| replica.reclaimed),
+                _ => None,
+            })
+            .sum(),
     }
 }
 

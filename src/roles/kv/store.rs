@@ -86,6 +86,31 @@ impl Store {
         true
     }
 
+    /// Removes `key`'s item (a reclaimed tombstone). The last item takes its position, so
+    /// positions are stable only between removals: no walk may be under way.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Item> {
+        let items = &self.items;
+        let entry = self
+            .index
+            .find_entry(hash(key), |&at| *items[at as usize].key == *key)
+            .ok()?;
+        let (at, _) = entry.remove();
+        let at = at as usize;
+        let last = self.items.len() - 1;
+        if at != last {
+            let moved = hash(&self.items[last].key);
+            let slot = self
+                .index
+                .find_mut(moved, |&position| position as usize == last)
+                .expect("every item is indexed");
+            *slot = at as u32;
+        }
+        let item = self.items.swap_remove(at);
+        self.live_bytes -= item.record().encoded_len() as u64;
+        self.present -= item.value.is_some() as usize;
+        Some(item)
+    }
+
     /// Items held, tombstones included: the end of a walk started now.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -141,6 +166,26 @@ mod tests {
         let expected: u64 = store.iter().map(|i| i.record().encoded_len() as u64).sum();
         assert_eq!(store.live_bytes(), expected);
         assert!(store.get(b"c").is_none());
+    }
+
+    #[test]
+    fn a_removed_item_is_gone_and_the_others_still_found() {
+        let mut store = Store::default();
+        for key in 0..100 {
+            store.write(record(1, &format!("k{key}"), Some("v")));
+        }
+        store.write(record(2, "k7", None));
+        assert!(store.remove(b"k7").is_some_and(|item| item.value.is_none()));
+        assert!(store.remove(b"k7").is_none());
+        assert!(store.remove(b"k0").is_some());
+        assert!(store.get(b"k7").is_none() && store.get(b"k0").is_none());
+        for key in (1..100).filter(|&key| key != 7) {
+            let item = store.get(format!("k{key}").as_bytes()).expect("still held");
+            assert_eq!(*item.key, *format!("k{key}").as_bytes());
+        }
+        assert_eq!((store.len(), store.present()), (98, 98));
+        let expected: u64 = store.iter().map(|i| i.record().encoded_len() as u64).sum();
+        assert_eq!(store.live_bytes(), expected);
     }
 
     #[test]

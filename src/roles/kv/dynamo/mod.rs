@@ -52,6 +52,11 @@ use crate::{debug, info};
 const BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX - 64 - KEY_BYTES_MAX - VALUE_BYTES_MAX;
 const TIMER_TICK: Timer = Timer(200);
 const TICK_US: Micros = 10_000;
+/// Cassandra's default gc_grace: a replica down longer than this may bring a deleted value
+/// back (it missed the deletion, and the tombstone that would have told it is gone).
+pub const TOMBSTONE_GRACE_US: Micros = 24 * 3600 * 1_000_000;
+/// Store items examined per tick by the reclaiming sweep.
+const RECLAIM_ITEMS_PER_TICK: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -64,6 +69,8 @@ pub struct Config {
     pub read_quorum: usize,
     pub request_timeout_us: Micros,
     pub repair_every_us: Micros,
+    /// A deletion's tombstone is reclaimed this long after the deletion was stamped.
+    pub tombstone_grace_us: Micros,
     pub seed: u64,
 }
 
@@ -80,6 +87,7 @@ impl Config {
             read_quorum: replicas + 1 - write_quorum,
             request_timeout_us: 1_000_000,
             repair_every_us: 1_000_000,
+            tombstone_grace_us: TOMBSTONE_GRACE_US,
             seed: 0,
         }
     }
@@ -263,6 +271,12 @@ impl Node {
         let now = io.now();
         self.links.membership.tick(now, &mut self.links.swims);
         self.coordinator.expire(now);
+        if let Some(replica) = &mut self.replica
+            && self.repair.idle()
+        {
+            let horizon = now.saturating_sub(self.config.tombstone_grace_us);
+            replica.reclaim(horizon, RECLAIM_ITEMS_PER_TICK);
+        }
         if now >= self.next_repair_us {
             self.next_repair_us = now + self.config.repair_every_us;
             if let Some(replica) = &self.replica {
@@ -463,7 +477,7 @@ impl Node {
             "node:{}\r\nholds_data:{}\r\ndata_nodes:{}\r\ndata_nodes_up:{up}\r\n\
              replicas:{}\r\nwrite_quorum:{}\r\nread_quorum:{}\r\nkeys:{}\r\n\
              read_write_backs:{}\r\nrequest_timeouts:{}\r\nrepair_sessions:{}\r\n\
-             repair_pushes:{}\r\n",
+             repair_pushes:{}\r\ntombstones_reclaimed:{}\r\n",
             links.me,
             if self.replica.is_some() { "yes" } else { "no" },
             links.data_nodes,
@@ -475,6 +489,7 @@ impl Node {
             self.coordinator.timeouts,
             self.repair.sessions,
             self.repair.pushed,
+            self.replica.as_ref().map_or(0, |replica| replica.reclaimed),
         );
         text
     }

@@ -164,6 +164,14 @@ impl Repair {
         }
     }
 
+    /// No session is under way (their indexes hold store positions, which a reclaim moves).
+    pub fn idle(&self) -> bool {
+        self.started
+            .iter()
+            .chain(&self.answering)
+            .all(Option::is_none)
+    }
+
     /// A step from `from`. A malformed or unexpected one ends that session.
     #[allow(clippy::too_many_arguments)]
     pub fn on_step(

@@ -10,6 +10,7 @@
 use crate::info;
 use crate::journal::{Journal, Record};
 use crate::node::Micros;
+use crate::roles::kv::hlc;
 use crate::roles::kv::merkle::MerkleTree;
 use crate::roles::kv::store::{Item, Store};
 
@@ -21,6 +22,12 @@ pub struct Replica {
     failed: bool,
     /// The highest version held.
     max_version: u64,
+    /// Tombstones of versions stamped before this time (µs) are reclaimed, and refused.
+    horizon_us: u64,
+    /// Where the reclaiming sweep goes on from.
+    sweep_at: usize,
+    /// Tombstones reclaimed (INFO).
+    pub reclaimed: u64,
 }
 
 impl Replica {
@@ -31,6 +38,9 @@ impl Replica {
             journal,
             failed: false,
             max_version: 0,
+            horizon_us: 0,
+            sweep_at: 0,
+            reclaimed: 0,
         }
     }
 
@@ -84,6 +94,14 @@ impl Replica {
             let old = item.version;
             self.tree.toggle(key, old);
         }
+        if value.is_none() && hlc::time_of(version) < self.horizon_us {
+            // A deletion older than the grace period: what it deletes goes, and so does it.
+            if self.store.remove(key).is_some() {
+                self.reclaimed += 1;
+            }
+            self.max_version = self.max_version.max(version);
+            return version;
+        }
         self.tree.toggle(key, version);
         let stored = self.store.write(Record {
             version,
@@ -93,6 +111,28 @@ impl Replica {
         assert!(stored);
         self.max_version = self.max_version.max(version);
         version
+    }
+
+    /// Reclaims, a bounded step at a time, the tombstones of deletions stamped before
+    /// `horizon_us` — the same deadline on every replica, since it comes from the version.
+    /// Positions move as items are removed, so no walk over the store may be under way.
+    pub fn reclaim(&mut self, horizon_us: u64, budget: usize) {
+        self.horizon_us = self.horizon_us.max(horizon_us);
+        for _ in 0..budget {
+            if self.sweep_at >= self.store.len() {
+                self.sweep_at = 0;
+                return;
+            }
+            let item = self.store.item(self.sweep_at);
+            if item.value.is_some() || hlc::time_of(item.version) >= self.horizon_us {
+                self.sweep_at += 1;
+                continue;
+            }
+            let (key, version) = (item.key.clone(), item.version);
+            self.tree.toggle(&key, version);
+            self.store.remove(&key);
+            self.reclaimed += 1;
+        }
     }
 
     /// Whether what was written since the last commit may be acknowledged now.
@@ -134,5 +174,42 @@ impl Replica {
 
     pub fn item(&self, at: usize) -> &Item {
         self.store.item(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version stamped at `time_us` by node 1.
+    fn at(time_us: u64) -> u64 {
+        time_us << hlc::NODE_BITS | 1
+    }
+
+    #[test]
+    fn tombstones_past_the_grace_are_reclaimed_and_late_ones_refused() {
+        let mut replica = Replica::new(None);
+        replica.write(b"kept", at(10), Some(b"v"));
+        replica.write(b"gone", at(10), Some(b"v"));
+        replica.write(b"gone", at(20), None);
+        replica.write(b"young", at(10), Some(b"v"));
+        replica.write(b"young", at(500), None);
+        let mut expected = MerkleTree::new();
+        expected.toggle(b"kept", at(10));
+        expected.toggle(b"young", at(500));
+        replica.reclaim(100, 1_000);
+        assert!(replica.get(b"gone").is_none());
+        assert_eq!(replica.get(b"young"), Some((at(500), None)));
+        assert_eq!(replica.get(b"kept"), Some((at(10), Some(&b"v"[..]))));
+        assert_eq!(replica.tree().root(), expected.root());
+        assert_eq!(replica.reclaimed, 1);
+        // A deletion past the grace arriving late removes what it deletes, and is not kept.
+        replica.write(b"kept", at(50), None);
+        assert!(replica.get(b"kept").is_none());
+        assert_eq!(replica.reclaimed, 2);
+        // An older value arriving after the reclaim is taken: the documented risk of a replica
+        // down longer than the grace.
+        replica.write(b"gone", at(15), Some(b"old"));
+        assert_eq!(replica.get(b"gone"), Some((at(15), Some(&b"old"[..]))));
     }
 }
