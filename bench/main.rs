@@ -434,11 +434,7 @@ fn bench_kv(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
         }
         Ok(rows)
     })();
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let _ = std::fs::remove_dir_all(&data);
+    stop_and_clean(&mut children, &data);
     outcome
 }
 
@@ -544,12 +540,17 @@ fn bench_kv_node(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
         }
         Ok(rows)
     })();
-    for child in &mut children {
+    stop_and_clean(&mut children, &data);
+    outcome
+}
+
+/// The end of a kv part: its processes killed and reaped, its data dir removed.
+fn stop_and_clean(children: &mut [Child], data: &Path) {
+    for child in children {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let _ = std::fs::remove_dir_all(&data);
-    outcome
+    let _ = std::fs::remove_dir_all(data);
 }
 
 fn kv_spawn(args: &[&str], peers: &Path) -> Child {
