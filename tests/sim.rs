@@ -602,9 +602,11 @@ fn masterless_histories_are_linearizable_under_faults() {
     assert_no_failures("seeds", &failures);
 }
 
-/// Seeds that once failed the masterless kv: 105 841 (two nodes declared each other dead with
-/// the third down for good, and never probed each other again), 2 000 083 (a restarted node
-/// knew the others at incarnation 0 and declared them dead; they ignored the old rumour).
+/// Seeds that once failed the masterless kv: 105 841 (with the third node down for good, the
+/// other two came to hold each other dead for good; fixed by probing the dead and telling a
+/// probed node the verdict — the unit test `two_nodes_that_declared_each_other_dead_find_each_
+/// other_again` pins the probing), 2 000 083 (a restarted node knew the others at incarnation
+/// 0 and declared them dead; they ignored the old rumour).
 #[test]
 fn masterless_regression_seeds() {
     use pollen::journal::Fsync;

@@ -8,7 +8,8 @@
 //! Meanwhile the seed's faults strike the data nodes: link breaks, partitions, pauses and
 //! crashes. Without logs at most `N − W` nodes crash and they stay down (a node that came back
 //! empty would be a replica that forgot acknowledged writes); with `--fsync always` any node
-//! may crash and every one comes back, replaying its log. After the faults heal and the store
+//! may crash and every one comes back, replaying its log — in a third of the seeds every data
+//! node at once. After the faults heal and the store
 //! settles, one client reads every key.
 //!
 //! The checker demands:
@@ -225,7 +226,15 @@ fn fault_schedule(options: &Options) -> Vec<(Micros, Fault)> {
         },
         restart: durable,
     };
-    faults::schedule(options.seed, &plan)
+    let mut schedule = faults::schedule(options.seed, &plan);
+    // With logs synced before every acknowledgement, a third of the seeds also crash every
+    // data node at once.
+    if durable && options.seed.is_multiple_of(3) {
+        let (seed, nodes) = (options.seed, options.data_nodes);
+        super::kv::crash_every_node(seed, nodes, LOAD_START_US, options.load_us, &mut schedule);
+        schedule.sort_by_key(|&(at, _)| at);
+    }
+    schedule
 }
 
 /// Runs the workload and the final reads, recording every operation in `history`.

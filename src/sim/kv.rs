@@ -319,11 +319,24 @@ fn fault_schedule(options: &Options) -> Vec<(Micros, Fault)> {
 /// Every worker at once, late in the load (so that most keys' last acknowledged write comes
 /// before it), all back a little later.
 fn crash_every_worker(options: &Options, schedule: &mut Vec<(Micros, Fault)>) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed ^ ALL_CRASH_SEED_SALT);
-    let load = options.load_us;
-    let at = uniform(&mut rng, LOAD_START_US + load / 2, LOAD_START_US + load);
+    let (seed, nodes) = (options.seed, options.workers);
+    crash_every_node(seed, nodes, LOAD_START_US, options.load_us, schedule);
+}
+
+/// Every node crashes at one instant in the second half of the load (`start_us` on, for
+/// `load_us`) and each comes back a little later: what only logs synced before every
+/// acknowledgement survive. Shared with the masterless kv's simulation.
+pub(super) fn crash_every_node(
+    seed: u64,
+    nodes: usize,
+    start_us: Micros,
+    load: Micros,
+    schedule: &mut Vec<(Micros, Fault)>,
+) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ ALL_CRASH_SEED_SALT);
+    let at = uniform(&mut rng, start_us + load / 2, start_us + load);
     let back = at + uniform(&mut rng, ALL_DOWN_US_MIN, ALL_DOWN_US_MAX);
-    for node in 0..options.workers {
+    for node in 0..nodes {
         schedule.push((at, Fault::Crash { node }));
         schedule.push((
             back + rng.next_u32() as Micros % RESTART_SPREAD_US,

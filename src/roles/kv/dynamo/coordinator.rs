@@ -494,3 +494,294 @@ fn read_answer(request: &Request) -> Answer {
         (_, false) => Answer::Nil,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::kv::{STATUS_NIL, STATUS_OK};
+
+    /// Three replicas for every key; what the coordinator sends is kept.
+    #[derive(Default)]
+    struct Fake {
+        down: Vec<NodeId>,
+        /// (to, kind, request, version, key)
+        sent: Vec<(NodeId, u8, u64, u64, Vec<u8>)>,
+    }
+
+    impl Replicas for Fake {
+        fn replicas_of(&self, _key: &[u8], out: &mut [NodeId; REPLICAS_MAX]) -> usize {
+            out[..3].copy_from_slice(&[0, 1, 2]);
+            3
+        }
+        fn is_up(&self, node: NodeId) -> bool {
+            !self.down.contains(&node)
+        }
+        fn send_op(&mut self, to: NodeId, op: &Op<'_>) {
+            let key = op.key.to_vec();
+            self.sent.push((to, op.kind, op.request, op.version, key));
+        }
+    }
+
+    fn answer(
+        coordinator: &mut Coordinator,
+        fake: &mut Fake,
+        clock: &mut Hlc,
+        (from, request): (NodeId, u64),
+        status: u8,
+        version: u64,
+        value: &[u8],
+    ) {
+        let result = OpResult {
+            request,
+            status,
+            version,
+            value,
+        };
+        coordinator.on_result(fake, clock, 1_000, from, &result);
+    }
+
+    /// The answers due now, as text.
+    fn due(coordinator: &mut Coordinator, fake: &mut Fake, clock: &mut Hlc) -> Vec<String> {
+        let mut answers = Vec::new();
+        coordinator.drain(fake, clock, 1_000, &mut |client, answer| {
+            answers.push(format!("{client}: {answer:?}"));
+        });
+        answers
+    }
+
+    fn setup() -> (Coordinator, Fake, Hlc) {
+        (
+            Coordinator::new(2, 2, 1_000_000),
+            Fake::default(),
+            Hlc::new(9),
+        )
+    }
+
+    #[test]
+    fn a_read_writes_the_newest_version_back_to_w_replicas_before_answering() {
+        let (mut coordinator, mut fake, mut clock) = setup();
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Get, b"k", b"");
+        assert_eq!(fake.sent.len(), 3);
+        assert!(fake.sent.iter().all(|s| s.1 == OP_GET));
+        let id = fake.sent[0].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, id),
+            STATUS_VALUE,
+            5,
+            b"x",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, id),
+            STATUS_NIL,
+            0,
+            b"",
+        );
+        // R answers, but only one holds the newest version: it goes back to the others first.
+        assert!(due(&mut coordinator, &mut fake, &mut clock).is_empty());
+        let back: Vec<_> = fake.sent[3..].iter().map(|s| (s.0, s.1, s.3)).collect();
+        assert_eq!(back, [(1, OP_SET, 5), (2, OP_SET, 5)]);
+        let id = fake.sent[3].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (2, id),
+            STATUS_OK,
+            5,
+            b"",
+        );
+        assert_eq!(
+            due(&mut coordinator, &mut fake, &mut clock),
+            ["1: Value([120])"]
+        );
+        assert_eq!(coordinator.write_backs, 1);
+    }
+
+    #[test]
+    fn a_read_whose_quorum_agrees_answers_at_once() {
+        let (mut coordinator, mut fake, mut clock) = setup();
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Get, b"k", b"");
+        let id = fake.sent[0].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (2, id),
+            STATUS_VALUE,
+            5,
+            b"x",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, id),
+            STATUS_VALUE,
+            5,
+            b"x",
+        );
+        assert_eq!(
+            due(&mut coordinator, &mut fake, &mut clock),
+            ["1: Value([120])"]
+        );
+        assert_eq!(fake.sent.len(), 3);
+    }
+
+    #[test]
+    fn a_write_asks_versions_first_and_is_acknowledged_once_w_replicas_hold_it() {
+        let (mut coordinator, mut fake, mut clock) = setup();
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Set, b"k", b"v");
+        assert!(fake.sent.iter().all(|s| s.1 == OP_VERSION));
+        let id = fake.sent[0].2;
+        let seen = 7_000_000 << crate::roles::kv::hlc::NODE_BITS;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, id),
+            STATUS_VALUE,
+            seen,
+            b"",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, id),
+            STATUS_NIL,
+            3,
+            b"",
+        );
+        let writes: Vec<_> = fake.sent[3..].to_vec();
+        assert_eq!(writes.len(), 3);
+        assert!(writes.iter().all(|s| s.1 == OP_SET && s.3 > seen));
+        let id = writes[0].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, id),
+            STATUS_OK,
+            writes[0].3,
+            b"",
+        );
+        assert!(
+            due(&mut coordinator, &mut fake, &mut clock).is_empty(),
+            "one of W=2"
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (2, id),
+            STATUS_OK,
+            writes[0].3,
+            b"",
+        );
+        assert_eq!(due(&mut coordinator, &mut fake, &mut clock), ["1: Ok"]);
+    }
+
+    #[test]
+    fn a_connections_commands_on_one_key_wait_for_each_other() {
+        let (mut coordinator, mut fake, mut clock) = setup();
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Set, b"k", b"v");
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Get, b"k", b"");
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Get, b"other", b"");
+        let gets = |fake: &Fake, key: &[u8]| {
+            fake.sent
+                .iter()
+                .filter(|s| s.1 == OP_GET && s.4 == key)
+                .count()
+        };
+        assert_eq!((gets(&fake, b"k"), gets(&fake, b"other")), (0, 3));
+        let id = fake.sent[0].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, id),
+            STATUS_NIL,
+            0,
+            b"",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, id),
+            STATUS_NIL,
+            0,
+            b"",
+        );
+        let write = fake.sent.iter().find(|s| s.1 == OP_SET).unwrap().clone();
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, write.2),
+            STATUS_OK,
+            write.3,
+            b"",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, write.2),
+            STATUS_OK,
+            write.3,
+            b"",
+        );
+        assert_eq!(
+            gets(&fake, b"k"),
+            0,
+            "started before the write was answered"
+        );
+        assert_eq!(due(&mut coordinator, &mut fake, &mut clock), ["1: Ok"]);
+        assert_eq!(gets(&fake, b"k"), 3);
+    }
+
+    #[test]
+    fn too_few_replicas_up_fail_at_once_and_timeouts_say_what_may_have_happened() {
+        let (mut coordinator, mut fake, mut clock) = setup();
+        fake.down = vec![0, 1];
+        coordinator.request(&mut fake, &mut clock, 0, 1, Action::Set, b"k", b"v");
+        assert!(fake.sent.is_empty());
+        fake.down.clear();
+        coordinator.request(&mut fake, &mut clock, 0, 2, Action::Set, b"k", b"v");
+        let id = fake.sent[0].2;
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (0, id),
+            STATUS_NIL,
+            0,
+            b"",
+        );
+        answer(
+            &mut coordinator,
+            &mut fake,
+            &mut clock,
+            (1, id),
+            STATUS_NIL,
+            0,
+            b"",
+        );
+        coordinator.expire(2_000_000);
+        let answers = due(&mut coordinator, &mut fake, &mut clock);
+        assert_eq!(
+            answers,
+            [
+                format!("1: Error({CLUSTERDOWN:?})"),
+                format!("2: Error({TRYAGAIN:?})")
+            ]
+        );
+    }
+}
