@@ -83,6 +83,7 @@ pub enum Answer {
 }
 
 struct Request {
+    client: ClientId,
     action: Action,
     key: Vec<u8>,
     value: Vec<u8>,
@@ -119,6 +120,8 @@ pub struct Coordinator {
     /// Per client, what it is owed, in order: a finished answer or a request.
     owed: HashMap<ClientId, VecDeque<Owed>>,
     serial: u32,
+    /// Clients that may have an answer due: only they are looked at when answers are drained.
+    due: Vec<ClientId>,
     pub write_quorum: usize,
     pub read_quorum: usize,
     pub request_timeout_us: Micros,
@@ -138,6 +141,7 @@ impl Coordinator {
             requests: Slab::with_capacity(1024),
             owed: HashMap::new(),
             serial: 0,
+            due: Vec::new(),
             write_quorum,
             read_quorum,
             request_timeout_us,
@@ -152,6 +156,7 @@ impl Coordinator {
             .entry(client)
             .or_default()
             .push_back(Owed::Ready(answer));
+        self.due.push(client);
     }
 
     /// A request from `client`: started now, or deferred behind an earlier one on its key.
@@ -173,6 +178,7 @@ impl Coordinator {
             })
         });
         let slot = self.requests.insert(Request {
+            client,
             action,
             key: key.to_vec(),
             value: value.to_vec(),
@@ -387,6 +393,7 @@ impl Coordinator {
         let request = &mut self.requests[slot];
         request.phase = Phase::Done;
         request.answer = Some(answer);
+        self.due.push(request.client);
     }
 
     /// Fails every request past its deadline.
@@ -418,13 +425,22 @@ impl Coordinator {
         now: Micros,
         reply: &mut impl FnMut(ClientId, &Answer),
     ) {
-        let mut clients: Vec<ClientId> = self.owed.keys().copied().collect();
-        clients.sort_unstable();
-        for client in clients {
-            self.drain_client(client, reply);
-            self.start_unblocked(node, hlc, now, client);
+        // Starting a request that was waiting can finish it at once (too few replicas up),
+        // which makes its client due again: round until none is.
+        let mut clients = Vec::new();
+        while !self.due.is_empty() {
+            std::mem::swap(&mut clients, &mut self.due);
+            clients.sort_unstable();
+            clients.dedup();
+            for &client in &clients {
+                self.drain_client(client, reply);
+                self.start_unblocked(node, hlc, now, client);
+                if self.owed.get(&client).is_some_and(VecDeque::is_empty) {
+                    self.owed.remove(&client);
+                }
+            }
+            clients.clear();
         }
-        self.owed.retain(|_, owed| !owed.is_empty());
     }
 
     fn drain_client(&mut self, client: ClientId, reply: &mut impl FnMut(ClientId, &Answer)) {
