@@ -25,10 +25,28 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Ports nothing listens on now, below the kernel's ephemeral range (32768 and up by
+/// default): a port the kernel hands out for `bind(0)` or for an outgoing connection can be
+/// taken again by another process's connection before the test's node binds it (a CI run lost
+/// a test that way), while these are only ever chosen explicitly. All held while choosing, so
+/// they are distinct.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let mut state = std::process::id() as u64 ^ DRAWS.fetch_add(1, Ordering::Relaxed) << 20;
+    state ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut listeners = Vec::new();
+    while listeners.len() < count {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let port = 20_000 + (state >> 33) as u16 % 12_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())
