@@ -424,12 +424,11 @@ fn bench_kv(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
             for &command in commands {
                 let pollen = table.remove(&("pollen", command)).expect("row");
                 let redis = table.remove(&("redis", command)).expect("row");
-                let mut ratio = Row::new(
-                    format!("{part} {command} -P {pipeline}: pollen ÷ redis, medians"),
-                    "×",
-                );
-                ratio.samples.push(pollen.median() / redis.median());
-                rows.extend([pollen, redis, ratio]);
+                rows.extend(with_ratio(
+                    &format!("{part} {command} -P {pipeline}"),
+                    pollen,
+                    redis,
+                ));
             }
         }
         Ok(rows)
@@ -530,18 +529,24 @@ fn bench_kv_node(dir: &Path, fsync: Option<&str>) -> Result<Vec<Row>, String> {
                 ) else {
                     continue;
                 };
-                let mut ratio = Row::new(
-                    format!("{part} {command} -P {pipeline}: pollen ÷ redis, medians"),
-                    "×",
-                );
-                ratio.samples.push(pollen.median() / redis.median());
-                rows.extend([pollen, redis, ratio]);
+                rows.extend(with_ratio(
+                    &format!("{part} {command} -P {pipeline}"),
+                    pollen,
+                    redis,
+                ));
             }
         }
         Ok(rows)
     })();
     stop_and_clean(&mut children, &data);
     outcome
+}
+
+/// pollen's row, redis's row, and the ratio of their medians.
+fn with_ratio(what: &str, pollen: Row, redis: Row) -> [Row; 3] {
+    let mut ratio = Row::new(format!("{what}: pollen ÷ redis, medians"), "×");
+    ratio.samples.push(pollen.median() / redis.median());
+    [pollen, redis, ratio]
 }
 
 /// The end of a kv part: its processes killed and reaped, its data dir removed.

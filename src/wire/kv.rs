@@ -53,6 +53,17 @@ pub struct Op<'a> {
 }
 
 impl Op<'_> {
+    /// `OP_KILL`: the node that receives it exits.
+    pub fn kill() -> Op<'static> {
+        Op {
+            kind: OP_KILL,
+            request: 0,
+            version: 0,
+            key: b"",
+            value: b"",
+        }
+    }
+
     pub fn encoded_len(&self) -> usize {
         OP_HEADER + self.key.len() + self.value.len()
     }

@@ -1082,14 +1082,7 @@ impl Master {
             return Some(
                 match worker.filter(|&w| arguments == 2 && w < self.workers) {
                     Some(worker) if self.routed(worker) => {
-                        let op = Op {
-                            kind: OP_KILL,
-                            request: 0,
-                            version: 0,
-                            key: b"",
-                            value: b"",
-                        };
-                        self.queue(io, worker, op);
+                        self.queue(io, worker, Op::kill());
                         self.flush_batch(io, worker);
                         // Route nothing new to it; what it was already sent it answers before
                         // it exits, and its keys move to the others now.

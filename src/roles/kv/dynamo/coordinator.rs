@@ -72,6 +72,8 @@ pub enum Answer {
     Integer(i64),
     Status(&'static str),
     Error(&'static str),
+    /// An error whose text was made at run time (a request the parser refused).
+    ErrorText(String),
     /// INFO's lines.
     Lines(String),
     /// An empty array (`COMMAND DOCS`, `CONFIG GET` of a parameter this store has not).

@@ -37,7 +37,7 @@ pub use replica::Replica;
 use super::hlc::Hlc;
 use super::membership::{Membership, State, Swim, Update, Updates};
 use super::placement::REPLICAS_MAX;
-use super::slots::{PARTITION_SLOTS, PARTITIONS, SlotMap};
+use super::slots::{PARTITION_SLOTS, SlotMap};
 use crate::node::{ClientId, Io, Micros, NodeId, Timer};
 use crate::wire::client::{Command, Reply};
 use crate::wire::kv::{
@@ -196,11 +196,13 @@ impl Node {
     ) -> Node {
         assert!(me < config.nodes && config.data_nodes <= config.nodes);
         let data_nodes: Vec<NodeId> = (0..config.data_nodes).collect();
+        let slots = SlotMap::new(&data_nodes, config.replicas);
+        let shared = shared_partitions(me, &slots, config.data_nodes);
         let holds_data = me < config.data_nodes;
         Node {
             links: Links {
                 me,
-                slots: SlotMap::new(&data_nodes, config.replicas),
+                slots,
                 data_nodes: config.data_nodes,
                 membership: Membership::new(me, config.nodes, 0, config.seed),
                 connected: vec![false; config.nodes],
@@ -220,7 +222,7 @@ impl Node {
                 config.read_quorum,
                 config.request_timeout_us,
             ),
-            repair: Repair::new(me, shared_partitions(me, &config)),
+            repair: Repair::new(me, shared),
             next_repair_us: 0,
             closing: Vec::new(),
             shutting_down: false,
@@ -390,15 +392,21 @@ impl Node {
             return;
         }
         let now = io.now();
-        let name = command.arg(0).to_ascii_uppercase();
+        // The name upper-cased in place of an allocation: longer names are no command here.
+        let mut upper = [0u8; 16];
+        let word = command.arg(0);
+        let name = &mut upper[..word.len().min(16)];
+        name.copy_from_slice(&word[..name.len()]);
+        name.make_ascii_uppercase();
+        let name: &[u8] = if word.len() > 16 { b"" } else { name };
         let arity = command.len();
-        let (action, key, value): (Action, &[u8], &[u8]) = match (name.as_slice(), arity) {
+        let (action, key, value): (Action, &[u8], &[u8]) = match (name, arity) {
             (b"GET", 2) => (Action::Get, command.arg(1), b""),
             (b"EXISTS", 2) => (Action::Exists, command.arg(1), b""),
             (b"SET", 3) => (Action::Set, command.arg(1), command.arg(2)),
             (b"DEL", 2) => (Action::Del, command.arg(1), b""),
             _ => {
-                let answer = self.command(client, &command, &name);
+                let answer = self.command(client, &command, name);
                 self.coordinator.answer_now(client, answer);
                 return;
             }
@@ -448,14 +456,7 @@ impl Node {
 
     /// Tells data node `node` to exit (distro-db's KILL).
     fn kill(&mut self, node: NodeId) {
-        let op = Op {
-            kind: OP_KILL,
-            request: 0,
-            version: 0,
-            key: b"",
-            value: b"",
-        };
-        self.links.queue_op(node, &op);
+        self.links.queue_op(node, &Op::kill());
     }
 
     /// One line per data node: up or down, as this node sees it.
@@ -495,12 +496,8 @@ impl Node {
     }
 
     pub fn on_client_error(&mut self, client: ClientId, error: &str, close: bool) {
-        let error = if error.starts_with("ERR") {
-            "ERR protocol error"
-        } else {
-            "ERR"
-        };
-        self.coordinator.answer_now(client, Answer::Error(error));
+        let error = Answer::ErrorText(error.to_string());
+        self.coordinator.answer_now(client, error);
         if close {
             self.closing.push(client);
         }
@@ -624,17 +621,12 @@ impl Node {
 }
 
 /// Per data node: the partitions both it and `me` hold.
-fn shared_partitions(me: NodeId, config: &Config) -> Vec<Vec<usize>> {
-    let data_nodes: Vec<NodeId> = (0..config.data_nodes).collect();
-    let slots = SlotMap::new(&data_nodes, config.replicas);
-    (0..config.data_nodes)
+fn shared_partitions(me: NodeId, slots: &SlotMap, data_nodes: usize) -> Vec<Vec<usize>> {
+    let mine: Vec<usize> = slots.partitions_of(me).collect();
+    (0..data_nodes)
         .map(|peer| {
-            (0..PARTITIONS)
-                .filter(|&p| {
-                    let replicas = slots.replicas((p * PARTITION_SLOTS) as u16);
-                    replicas.contains(&me) && replicas.contains(&peer)
-                })
-                .collect()
+            let held = |&p: &usize| slots.replicas((p * PARTITION_SLOTS) as u16).contains(&peer);
+            mine.iter().copied().filter(held).collect()
         })
         .collect()
 }
@@ -647,6 +639,7 @@ fn reply(io: &mut impl Io, client: ClientId, answer: &Answer) {
         Answer::Integer(value) => Reply::Integer(*value),
         Answer::Status(text) => Reply::Status(text),
         Answer::Error(text) => Reply::Error(text),
+        Answer::ErrorText(text) => Reply::Error(text),
         Answer::Lines(text) => Reply::Lines(text.as_bytes()),
         Answer::Empty => Reply::Array(0),
         Answer::Kill(_) | Answer::Shutdown => Reply::Ok,
